@@ -1,0 +1,152 @@
+"""Typed configuration: dataclass schemas, YAML files with `_base_` inheritance, `a.b=value` overrides.
+
+A config file is YAML whose keys follow :class:`Config`. It may name one or more base files with
+``_base_: other.yaml`` (relative to the file, or a bare name of a file shipped in
+``gclreid/configs/``); bases are merged first, the file on top, then command-line overrides. Every
+key is checked against the schema, so a typo is an error that names the key, not a silent no-op.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import GclreidError
+
+PACKAGE_CONFIGS = Path(__file__).parent / "configs"
+
+
+class ConfigError(GclreidError, ValueError):
+    """A configuration file or override that does not fit the schema."""
+
+
+@dataclass
+class TransformConfig:
+    """Training-time augmentation (the test transform is resize + normalise only)."""
+    flip_p: float = 0.5
+    pad: int = 10  # pad-and-crop: pixels of padding before the random crop back to size; 0 disables
+    erasing_p: float = 0.5  # random erasing probability (Zhong et al.)
+    color_jitter_p: float = 0.0
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    blur_p: float = 0.0  # Gaussian blur probability, sigma drawn from [0.1, 2.0]
+    rotation_deg: float = 0.0  # small random rotation, uniform in [-deg, deg]
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthreid"
+    root: str = "data/synthreid-demo"
+    height: int = 256
+    width: int = 128
+    workers: int = 2
+    skip_bad_images: bool = False  # skip (and count) undecodable images instead of failing
+    # Reader-specific options, passed to the dataset class as keyword arguments
+    # (e.g. include_val for msmt17, pattern / csv / unlabeled for folder).
+    options: Dict[str, Any] = field(default_factory=dict)
+    transforms: TransformConfig = field(default_factory=TransformConfig)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    pretrained: bool = True  # load ImageNet weights (see `weights`)
+    weights: str = ""  # local ImageNet checkpoint; empty = look in $TORCH_HOME/hub/checkpoints/
+    last_stride: int = 1
+    embed_dim: int = 512  # ReID embedding (Linear + BN); 0 = use the pooled backbone feature
+    num_parts: int = 4  # horizontal stripes of the part feature fed to the generator
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 128
+    flip: bool = False  # average features of the image and its mirror
+    rerank: bool = False  # k-reciprocal re-ranking (Zhong et al. 2017)
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    max_rank: int = 50
+    query_chunk: int = 1024  # queries ranked at a time; bounds memory
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/default"
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    deterministic: bool = False
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _resolve_base(name: str, relative_to: Path) -> Path:
+    candidates = [relative_to / name, PACKAGE_CONFIGS / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f"base config {name!r} named in {relative_to} not found; looked at "
+                      + ", ".join(str(p) for p in candidates))
+
+
+def _read_yaml_with_bases(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
+    """Return the chain of YAML dicts to merge, bases first."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"config {path} inherits from itself (cycle through {', '.join(map(str, seen))})")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    chain: List[Dict[str, Any]] = []
+    for base in bases:
+        chain += _read_yaml_with_bases(_resolve_base(base, path.parent), (*seen, path))
+    chain.append(data)
+    return chain
+
+
+def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (), schema: type = Config) -> DictConfig:
+    """Build a config: schema defaults ← base files ← `path` ← `overrides` (``a.b=value`` strings)."""
+    cfg = OmegaConf.structured(schema)
+    layers = _read_yaml_with_bases(Path(path)) if path else []
+    for bad in [o for o in overrides if "=" not in o]:
+        raise ConfigError(f"override {bad!r} must look like key.sub=value")
+    try:
+        for layer in layers:
+            cfg = OmegaConf.merge(cfg, layer)
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        source = f" (file {path})" if path else ""
+        raise ConfigError(f"config does not fit the schema{source}: {exc}") from exc
+    OmegaConf.set_readonly(cfg, False)
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: os.PathLike) -> None:
+    """Write the resolved config as YAML (what a run actually used)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def to_dict(cfg: DictConfig) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)
