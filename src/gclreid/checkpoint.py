@@ -46,6 +46,8 @@ def save_checkpoint(path: os.PathLike, *, models: Mapping[str, torch.nn.Module],
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give the checkpoint the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
@@ -56,6 +58,12 @@ def save_checkpoint(path: os.PathLike, *, models: Mapping[str, torch.nn.Module],
             os.unlink(tmp)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
@@ -69,8 +77,16 @@ def read_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> Dict[str, A
         raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gclreid checkpoint (no 'format: {FORMAT}' entry); "
-                              "to load a plain state dict use load_state_dict_report()")
+                              "to load a plain state dict use gclreid.checkpoint.load_model_state()")
+    if int(payload.get("version", 0)) > VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {payload['version']}, newer than the "
+                              f"version {VERSION} this gclreid reads; upgrade gclreid")
     return payload
+
+
+def _shape(value: Any) -> Any:
+    # Non-tensor entries (a module's `_extra_state`) have no shape; compare them by type only.
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
 
 
 def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], *, source: str = "state dict",
@@ -81,8 +97,8 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
     key is an error too; without it they are returned (never silently ignored: callers print them).
     """
     own = model.state_dict()
-    mismatched = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-                  for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    mismatched = [f"{k}: file {_shape(v)} vs model {_shape(own[k])}"
+                  for k, v in state.items() if k in own and _shape(v) != _shape(own[k])]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if mismatched or (strict and (missing or unexpected)):

@@ -2,7 +2,7 @@
 
 A config file is YAML whose keys follow :class:`Config`. It may name one or more base files with
 ``_base_: other.yaml`` (relative to the file, or a bare name of a file shipped in
-``gclreid/configs/``); bases are merged first, the file on top, then command-line overrides. Every
+``gclreid/configs/``; a `--config` path that does not exist is looked up there by file name too); bases are merged first, the file on top, then command-line overrides. Every
 key is checked against the schema, so a typo is an error that names the key, not a silent no-op.
 """
 from __future__ import annotations
@@ -31,6 +31,7 @@ class TransformConfig:
     flip_p: float = 0.5
     pad: int = 10  # pad-and-crop: pixels of padding before the random crop back to size; 0 disables
     erasing_p: float = 0.5  # random erasing probability (Zhong et al.)
+    erasing_fill: str = "random"  # random: random colours per pixel (Zhong et al.); mean: ImageNet mean
     color_jitter_p: float = 0.0
     brightness: float = 0.4
     contrast: float = 0.4
@@ -77,6 +78,54 @@ class EvalConfig:
 
 
 @dataclass
+class OptimConfig:
+    name: str = "adam"  # sgd | adam | lars
+    lr: float = 3.5e-4
+    lr_batch_scale: int = 0  # >0: lr is scaled by batch_size / lr_batch_scale (TMP: 0.3 x batch/256)
+    weight_decay: float = 5e-4
+    momentum: float = 0.9  # sgd and lars
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
+    exclude_bias_bn: bool = False  # no weight decay (and no LARS adaptation) for biases and norm layers
+    lars_eta: float = 0.001  # LARS trust coefficient
+    schedule: str = "step"  # step | cosine | constant
+    milestones: List[int] = field(default_factory=list)  # epochs where lr is multiplied by gamma (step)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs (fractions allowed)
+
+
+@dataclass
+class ClusterConfig:
+    """Pseudo labels: DBSCAN on the k-reciprocal Jaccard distance of the current features."""
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6  # DBSCAN radius; 0 = derive it from rho
+    rho: float = 0.002  # eps = mean of the smallest rho-fraction of non-zero pairwise distances
+    min_samples: int = 4
+    outliers: str = "drop"  # drop: unclustered images leave this epoch | single: each is its own class
+
+
+@dataclass
+class TrainConfig:
+    method: str = "cluster_contrast"  # tmp | cluster_contrast | supervised (gcl, dgnet: later)
+    epochs: int = 50
+    iters_per_epoch: int = 0  # 0 = one pass over the epoch's training set
+    batch_size: int = 64
+    bn_batch_size: int = 0  # >0: BatchNorm statistics over chunks of this many images (like per-GPU BN)
+    num_instances: int = 4  # K images per identity/cluster in a batch (identity sampler); 0 = plain shuffle
+    temperature: float = 0.05
+    memory_momentum: float = 0.2  # cluster contrast: centroid momentum update
+    label_smoothing: float = 0.1  # supervised
+    triplet_margin: float = 0.3  # supervised; 0 = soft margin
+    triplet_weight: float = 1.0  # supervised
+    init: str = ""  # checkpoint (gclreid or a plain ResNet state dict) to initialise the encoder from
+    init_key: str = "identity_encoder"
+    eval_every: int = 1  # evaluate every N epochs (0 = only after the last); needs a query/gallery split
+    log_every: int = 20  # iterations between log lines / TensorBoard points
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    max_grad_norm: float = 0.0  # >0: clip gradients
+
+
+@dataclass
 class RunConfig:
     out: str = "runs/default"
     seed: int = 1
@@ -89,6 +138,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -127,6 +179,9 @@ def _read_yaml_with_bases(path: Path, seen: Sequence[Path] = ()) -> List[Dict[st
 def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (), schema: type = Config) -> DictConfig:
     """Build a config: schema defaults ← base files ← `path` ← `overrides` (``a.b=value`` strings)."""
     cfg = OmegaConf.structured(schema)
+    if path and not Path(path).is_file() and (PACKAGE_CONFIGS / Path(path).name).is_file():
+        # `configs/tmp_market1501.yaml` or a bare `tmp_market1501.yaml` outside the repo: the shipped copy
+        path = PACKAGE_CONFIGS / Path(path).name
     layers = _read_yaml_with_bases(Path(path)) if path else []
     for bad in [o for o in overrides if "=" not in o]:
         raise ConfigError(f"override {bad!r} must look like key.sub=value")

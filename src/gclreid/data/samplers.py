@@ -1,0 +1,127 @@
+"""Batch samplers and DataLoader construction with reproducible seeding."""
+from __future__ import annotations
+
+import random
+from typing import Iterator, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from ..errors import GclreidError
+
+
+class RandomIdentitySampler(Sampler[int]):
+    """P identities × K instances per batch (``batch_size = P·K``), for identity-based losses.
+
+    Each epoch, every identity's images are shuffled and cut into groups of K; an identity with
+    fewer than K images is filled up to K by drawing with replacement. Batches take one group from
+    each of P distinct identities chosen at random among those with groups left; the epoch ends
+    when fewer than P identities have groups left. Indices with a negative label (outliers,
+    unlabeled) are never drawn. Use with ``DataLoader(batch_size=P·K, sampler=this)``.
+
+    The order is a function of ``seed`` and the epoch number, which advances after every full
+    pass (``set_epoch`` sets it, e.g. when resuming). ``seed=None`` draws a seed from torch's
+    global RNG, so ``seed_everything`` still makes it reproducible. ``len()`` is exact.
+    """
+
+    def __init__(self, labels: Sequence[int], num_instances: int, batch_size: int, seed: Optional[int] = None) -> None:
+        if num_instances < 1 or batch_size < num_instances or batch_size % num_instances:
+            raise GclreidError(f"identity sampler: batch_size={batch_size} must be a positive multiple of "
+                               f"num_instances={num_instances}")
+        self.num_instances = num_instances
+        self.batch_size = batch_size
+        self.num_ids_per_batch = batch_size // num_instances
+        labels_arr = np.asarray([int(v) for v in labels], dtype=np.int64)
+        self.indices = np.flatnonzero(labels_arr >= 0)
+        # Identity of each usable index as 0..N-1 (in increasing label order).
+        _, self.ident = np.unique(labels_arr[self.indices], return_inverse=True)
+        self.sizes = np.bincount(self.ident)
+        if len(self.sizes) < self.num_ids_per_batch:
+            raise GclreidError(f"identity sampler: {len(self.sizes)} identities with a label >= 0, fewer than "
+                               f"the {self.num_ids_per_batch} identities per batch (batch_size={batch_size}, "
+                               f"num_instances={num_instances})")
+        self.seed = int(torch.empty((), dtype=torch.int64).random_().item()) if seed is None else int(seed)
+        self.epoch = 0
+        self._cache: Optional[tuple] = None  # (epoch, indices)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _epoch_indices(self) -> List[int]:
+        if self._cache is not None and self._cache[0] == self.epoch:
+            return self._cache[1]
+        k, p = self.num_instances, self.num_ids_per_batch
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, self.epoch])
+        # Identities with fewer than K images: K draws with replacement (one group each).
+        small = np.flatnonzero(self.sizes < k)
+        extra_idx = [self.indices[self.ident == s] for s in small]
+        extra = [rng.choice(idx, size=k, replace=True) for idx in extra_idx]
+        # The others: shuffle within each identity (sort by identity, then a random key) and keep
+        # the first (n // K)·K, so that reshaping gives each identity's groups of K in a row.
+        order = np.lexsort((rng.random(len(self.ident)), self.ident))
+        ident_sorted = self.ident[order]
+        starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        rank = np.arange(len(order)) - starts[ident_sorted]
+        num_groups = np.where(self.sizes < k, 0, self.sizes // k)
+        keep = rank < num_groups[ident_sorted] * k
+        big_groups = self.indices[order[keep]].reshape(-1, k)
+        groups = np.concatenate([big_groups, np.asarray(extra, dtype=np.int64).reshape(-1, k)])
+        num_groups[small] = 1
+        first = np.concatenate([[0], np.cumsum(np.where(self.sizes < k, 0, num_groups))[:-1]])
+        first[small] = len(big_groups) + np.arange(len(small))
+        # Batches: P distinct identities at random among those with groups left.
+        picker = random.Random(int(rng.integers(2**62)))
+        left = num_groups.tolist()
+        taken = [0] * len(left)
+        first_list = first.tolist()
+        available = [i for i, n in enumerate(left) if n > 0]
+        where = {ident: pos for pos, ident in enumerate(available)}
+        rows: List[int] = []
+        while len(available) >= p:
+            for ident in picker.sample(available, p):
+                rows.append(first_list[ident] + taken[ident])
+                taken[ident] += 1
+                if taken[ident] == left[ident]:  # identity exhausted: swap-remove it
+                    pos, last = where.pop(ident), available.pop()
+                    if last != ident:
+                        available[pos] = last
+                        where[last] = pos
+        indices = groups[np.asarray(rows, dtype=np.int64)].ravel().tolist() if rows else []
+        self._cache = (self.epoch, indices)
+        return indices
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self._epoch_indices()
+        self.epoch += 1
+        return iter(indices)
+
+    def __len__(self) -> int:
+        return len(self._epoch_indices())
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed Python's and numpy's RNG from the worker's torch seed
+    (which DataLoader derives from its generator and the worker id)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, sampler: Optional[Sampler] = None,
+                 workers: int = 0, seed: Optional[int] = None, drop_last: bool = False,
+                 pin_memory: Optional[bool] = None, persistent_workers: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling and worker RNGs follow ``seed`` (None: torch's global RNG).
+
+    ``shuffle=True`` uses torch's :class:`RandomSampler` (plain shuffling); pass ``sampler`` for
+    another order, e.g. :class:`RandomIdentitySampler`. Workers are seeded by :func:`seed_worker`."""
+    if sampler is not None and shuffle:
+        raise GclreidError("build_loader: give either shuffle=True or a sampler, not both")
+    generator = torch.Generator()
+    generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()) if seed is None else int(seed))
+    if shuffle:
+        sampler = RandomSampler(dataset, generator=generator)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      worker_init_fn=seed_worker if workers > 0 else None, generator=generator,
+                      drop_last=drop_last, pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                      persistent_workers=persistent_workers and workers > 0)

@@ -1,0 +1,92 @@
+"""Pieces shared by the training methods: encoder construction and initialisation, BN-chunked
+forward passes, train-set feature extraction and the pseudo-label update."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import load_model_state, read_checkpoint
+from ..errors import CheckpointError
+from ..models import build_identity_encoder, map_official_eid_state, read_state_dict
+
+log = logging.getLogger("gclreid")
+
+
+def build_encoder(cfg, device: torch.device) -> nn.Module:
+    """The identity encoder of cfg.model, initialised from train.init when given."""
+    encoder = build_identity_encoder(cfg.model)
+    if cfg.train.init:
+        report = init_encoder(encoder, cfg.train.init, cfg.train.init_key)
+        log.info("initialised the encoder from %s: %s", cfg.train.init, report)
+    return encoder.to(device)
+
+
+def init_encoder(encoder: nn.Module, path: str, key: str = "identity_encoder") -> Dict[str, List[str]]:
+    """Load a gclreid checkpoint's model `key`, or a plain/official ResNet state dict, into `encoder`.
+
+    gclreid checkpoints must fit exactly. A plain state dict (e.g. an external warm-up model) is
+    mapped to our names; every key that did not load is reported, never silently dropped.
+    """
+    try:
+        payload = read_checkpoint(path)
+    except CheckpointError:
+        payload = None
+    if payload is not None:
+        if key not in payload["models"]:
+            raise CheckpointError(f"checkpoint {path} has no model {key!r}; it holds {sorted(payload['models'])}")
+        return load_model_state(encoder, payload["models"][key], source=f"model {key!r} in {path}")
+    mapped, dropped = map_official_eid_state(read_state_dict(path))
+    report = load_model_state(encoder, mapped, source=f"state dict {path}", strict=False)
+    report["dropped"] = list(dropped)
+    if report["missing"]:
+        log.warning("%s: %d encoder parameters were not in the file and keep their initial values: %s",
+                    path, len(report["missing"]), ", ".join(report["missing"][:8]))
+    if report["unexpected"] or dropped:
+        log.warning("%s: keys not used: %s", path, ", ".join((list(dropped) + report["unexpected"])[:8]))
+    return report
+
+
+def forward_chunks(model: nn.Module, images: torch.Tensor, bn_batch_size: int):
+    """model(images), with BatchNorm statistics computed over chunks of `bn_batch_size` images.
+
+    This reproduces training on several GPUs (each normalising its own share of the batch) on one
+    device, so results do not depend on how many devices a run had. 0 = the whole batch.
+    """
+    if bn_batch_size <= 0 or bn_batch_size >= len(images):
+        return model(images)
+    outputs = [model(chunk) for chunk in images.split(bn_batch_size)]
+    if isinstance(outputs[0], tuple):
+        return type(outputs[0])(*(torch.cat(parts) for parts in zip(*outputs)))
+    return torch.cat(outputs)
+
+
+def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.device) -> torch.Tensor:
+    """L2-normalised embeddings of `records` with the test transform (for clustering)."""
+    from ..data import ImageDataset, build_loader, build_test_transform
+    from ..evaluation import extract_features
+    images = ImageDataset(records, build_test_transform(cfg.data))
+    loader = build_loader(images, cfg.eval.batch_size, workers=cfg.data.workers)
+    features, _, _ = extract_features(encoder, loader, device, flip=False, progress=False)
+    return features
+
+
+def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = ()) -> Tuple[np.ndarray, Dict[str, float]]:
+    """DBSCAN on the k-reciprocal Jaccard distance → (labels, statistics).
+
+    Labels are contiguous from 0; under outliers=drop unclustered images are −1, under single each
+    gets a class of its own. Statistics include NMI/ARI/purity against `true_pids` when those are
+    known (for analysis only — they never influence training).
+    """
+    from ..clustering import cluster_statistics, pseudo_labels
+    c = cfg.cluster
+    result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,
+                           k1=c.k1, k2=c.k2, outliers=c.outliers)
+    labels, stats = np.asarray(result.labels), dict(result.stats)
+    pids = np.asarray(true_pids)
+    if len(pids) == len(labels) and (pids >= 0).all():
+        stats.update(cluster_statistics(labels, pids))
+    return labels, stats

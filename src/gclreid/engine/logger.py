@@ -1,0 +1,92 @@
+"""Run logging: a line per `log_every` iterations with rate and ETA, per-epoch JSON lines
+(metrics.jsonl), and TensorBoard scalars (tensorboard/ in the run folder)."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+log = logging.getLogger("gclreid")
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+class RunLogger:
+    def __init__(self, out: Path, enable_tensorboard: bool = True):
+        self.out = Path(out)
+        self.metrics_path = self.out / "metrics.jsonl"
+        self.writer = None
+        if enable_tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError as exc:  # tensorboard is a dependency; keep training if it is broken
+                log.warning("TensorBoard logging disabled: %s", exc)
+        self._sums: Dict[str, torch.Tensor] = {}
+        self._count = 0
+
+    def scalars(self, values: Dict[str, float], step: int, prefix: str = "") -> None:
+        if self.writer is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                    self.writer.add_scalar(f"{prefix}{k}", float(v), step)
+
+    def accumulate(self, losses: Dict[str, torch.Tensor]) -> None:
+        """Add one step's losses (tensors stay on the device: no synchronisation per iteration)."""
+        for k, v in losses.items():
+            v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v))
+            self._sums[k] = self._sums[k] + v if k in self._sums else v
+        self._count += 1
+
+    def flush_losses(self) -> Dict[str, float]:
+        """Mean of the accumulated losses since the last flush, as floats (one sync)."""
+        means = {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
+        self._sums, self._count = {}, 0
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(f"loss {', '.join(bad)} became {means[bad[0]]}; training diverged "
+                                     "(lower optim.lr, set train.max_grad_norm, or check the input data)")
+        return means
+
+    def progress(self, epoch: int, epochs: int, it: int, iters: int, step: int, losses: Dict[str, float],
+                 lr: float, started: float, done_before: int, total_steps: int) -> None:
+        elapsed = time.time() - started
+        done = step - done_before
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total_steps - step) / rate if rate > 0 else float("nan")
+        loss_text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        log.info("epoch %d/%d  it %d/%d  %s  lr %.2e  %.2f it/s  eta %s", epoch + 1, epochs, it, iters, loss_text,
+                 lr, rate, _fmt_seconds(eta) if math.isfinite(eta) else "?")
+        self.scalars({**losses, "lr": lr}, step, prefix="train/")
+
+    def epoch_record(self, record: Dict) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        step = record.get("epoch", 0)
+        self.scalars({k: v for k, v in record.get("clusters", {}).items()}, step, prefix="clusters/")
+        self.scalars({k: v for k, v in record.get("eval", {}).items() if k != "cmc"}, step, prefix="eval/")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: Path) -> list:
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def trim_metrics(path: Path, keep_epochs: int) -> None:
+    """On resume, drop records of epochs after the checkpoint so metrics.jsonl has no duplicates."""
+    records = [r for r in read_metrics(path) if r.get("epoch", 0) <= keep_epochs]
+    if Path(path).is_file():
+        Path(path).write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -1,0 +1,92 @@
+"""The interface every training method implements, and the registry that names them.
+
+The shared loop (:mod:`gclreid.engine.loop`) does, each epoch: ``start_epoch`` (e.g. pseudo-label
+update) → ``loader`` → ``step`` per batch (with the lr schedule applied to every optimiser) →
+``end_epoch`` → evaluation of ``encoder`` → checkpoint of ``models``, ``optimizers`` and
+``state()``. A method is one file plus its config; it never copies the loop.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Dict, Iterable, Type
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+
+METHODS: Dict[str, Type["Method"]] = {}
+
+
+def register_method(name: str) -> Callable[[Type["Method"]], Type["Method"]]:
+    def wrap(cls: Type["Method"]) -> Type["Method"]:
+        if name in METHODS and METHODS[name] is not cls:
+            raise ValueError(f"training method {name!r} is already registered by {METHODS[name].__name__}")
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def build_method(cfg, dataset, device: torch.device) -> "Method":
+    from . import cluster_contrast, supervised, tmp  # noqa: F401  (registration)
+    if cfg.train.method not in METHODS:
+        raise ConfigError(f"train.method={cfg.train.method!r} is not a known method; known: {sorted(METHODS)}")
+    return METHODS[cfg.train.method](cfg, dataset, device)
+
+
+class Method:
+    name = ""
+
+    def __init__(self, cfg, dataset, device: torch.device) -> None:
+        self.cfg, self.dataset, self.device = cfg, dataset, device
+        self.models: Dict[str, nn.Module] = {}
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The network evaluated and exported (the identity encoder)."""
+        return self.models["identity_encoder"]
+
+    def start_epoch(self, epoch: int) -> Dict[str, float]:
+        """Prepare the epoch (pseudo labels, memories); return statistics to log."""
+        return {}
+
+    def loader(self, epoch: int) -> Iterable:
+        raise NotImplementedError
+
+    def step(self, batch: dict) -> Dict[str, float]:
+        """One optimisation step on a batch; return the loss values (floats) to log."""
+        raise NotImplementedError
+
+    def end_epoch(self, epoch: int) -> Dict[str, float]:
+        return {}
+
+    def state(self) -> dict:
+        """Method state beyond models and optimisers (memory bank, labels, ramps) for the checkpoint."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def train_mode(self) -> None:
+        for m in self.models.values():
+            m.train()
+
+    def autocast(self):
+        """bf16 autocast on CUDA when train.amp is on; nothing on CPU."""
+        if self.device.type == "cuda" and self.cfg.train.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def optimise(self, loss: torch.Tensor, optimizers: Iterable[str] = ()) -> None:
+        """zero_grad → backward → optional clipping → step, for the named optimisers (default: all)."""
+        chosen = [self.optimizers[n] for n in optimizers] if optimizers else list(self.optimizers.values())
+        for opt in chosen:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.max_grad_norm > 0:
+            params = [p for opt in chosen for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)
+        for opt in chosen:
+            opt.step()

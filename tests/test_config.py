@@ -1,0 +1,80 @@
+"""Typed config: base inheritance, overrides, schema checks, saving."""
+import pytest
+import yaml
+
+from gclreid.config import Config, ConfigError, load_config, save_config
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_schema():
+    cfg = load_config()
+    assert cfg.model.arch == Config().model.arch
+    assert cfg.data.height == 256 and cfg.data.width == 128
+
+
+def test_base_inheritance_and_override_order(tmp_path):
+    write(tmp_path / "base.yaml", "data:\n  height: 128\n  width: 64\nmodel:\n  arch: resnet18\n")
+    write(tmp_path / "mid.yaml", "_base_: base.yaml\nmodel:\n  arch: resnet34\n  embed_dim: 256\n")
+    child = write(tmp_path / "child.yaml", "_base_: mid.yaml\neval:\n  flip: true\n")
+    cfg = load_config(child, ["model.embed_dim=128", "data.options.include_val=false"])
+    assert cfg.data.height == 128 and cfg.data.width == 64  # from the grandparent
+    assert cfg.model.arch == "resnet34"  # child-most file wins over base
+    assert cfg.model.embed_dim == 128  # command line wins over files
+    assert cfg.eval.flip is True
+    assert cfg.data.options["include_val"] is False
+
+
+def test_shipped_base_config_resolves_by_name(tmp_path):
+    child = write(tmp_path / "exp.yaml", "_base_: base.yaml\nrun:\n  seed: 7\n")
+    cfg = load_config(child)
+    assert cfg.run.seed == 7 and cfg.model.pretrained is True
+
+
+def test_override_types_are_checked():
+    with pytest.raises(ConfigError, match="height"):
+        load_config(None, ["data.height=tall"])
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "model:\n  archh: resnet50\n")
+    with pytest.raises(ConfigError, match="archh"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="nosuch"):
+        load_config(None, ["eval.nosuch=1"])
+
+
+def test_malformed_override_and_missing_files(tmp_path):
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["data.height"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    child = write(tmp_path / "c.yaml", "_base_: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml"):
+        load_config(child)
+
+
+def test_inheritance_cycle_is_reported(tmp_path):
+    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(write(tmp_path / "l.yaml", "- 1\n- 2\n"))
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(write(tmp_path / "y.yaml", "data: [unclosed\n"))
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["model.arch=resnet18", "run.seed=3"])
+    save_config(cfg, tmp_path / "run" / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["model"]["arch"] == "resnet18" and saved["run"]["seed"] == 3
+    again = load_config(tmp_path / "run" / "config.yaml")
+    assert again == cfg
