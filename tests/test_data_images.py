@@ -73,10 +73,12 @@ def test_image_dataset_fails_on_bad_image_by_default(images):
     with pytest.raises(ImageDecodeError, match="truncated.jpg does not decode"):
         ds[5]
     for workers in (0, 1):  # from a worker process too, the error keeps its type and the path
-        loader = build_loader(ds, batch_size=3, workers=workers, seed=0)
+        batches = iter(build_loader(ds, batch_size=3, workers=workers, seed=0))
         with pytest.raises(ImageDecodeError, match="truncated.jpg"):
-            for _ in loader:
+            for _ in batches:
                 pass
+        # stop the worker now: left to the garbage collector, torch waits 5 s for it
+        getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 def test_image_dataset_skips_bad_images_when_asked(images):

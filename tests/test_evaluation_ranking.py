@@ -13,6 +13,8 @@ def kernel_path(request, monkeypatch):
     applies to float32 distances; float64 always takes the dense one)."""
     forced = {"auto": ranking_module._CANDIDATE_MAX_FRACTION, "dense": -1.0, "candidates": 2.0}
     monkeypatch.setattr(ranking_module, "_CANDIDATE_MAX_FRACTION", forced[request.param])
+    if request.param == "dense":
+        monkeypatch.setattr(ranking_module, "_TIE_PIECE", 50)  # resolve ties in many small pieces
     return request.param
 
 
@@ -149,6 +151,20 @@ def test_infinite_distances_are_ranked_last(kernel_path):
     ref = reference_ranking(dist, np.array(q), np.array(g), np.array([0]), np.array([1, 1, 1, 1]), 4)
     result = evaluate_ranking(dist, q, g, [0], [1, 1, 1, 1], max_rank=4)
     assert_matches_reference(result, ref, 4)
+
+
+def test_negative_and_signed_zero_distances(kernel_path):
+    # Negated similarities are valid distances; -0.0 and +0.0 are equal and tie by gallery index.
+    rng = np.random.default_rng(8)
+    dist, qp, gp, qc, gc = random_problem(rng, 30, 80, 8, 3, decimals=1)
+    dist = dist - np.float32(0.5)
+    dist[:, ::7] = np.float32(-0.0)
+    dist[:, 3::7] = np.float32(0.0)
+    ref = reference_ranking(dist, qp, gp, qc, gc, 10)
+    noncontiguous = torch.from_numpy(np.ascontiguousarray(dist.T)).T
+    assert_matches_reference(evaluate_ranking(noncontiguous, qp, gp, qc, gc, max_rank=10, query_chunk=8), ref, 10)
+    result = evaluate_ranking([[-0.0, 0.0, -0.0]], [1], [1, 2, 1], [0], [1, 1, 1], max_rank=3)
+    assert result["mAP"] == pytest.approx((1 / 1 + 2 / 3) / 2)
 
 
 def test_evaluate_features_equals_ranking_of_distances():

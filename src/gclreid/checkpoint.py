@@ -117,9 +117,13 @@ def load_model_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor], 
 
 def load_checkpoint(path: os.PathLike, *, models: Mapping[str, torch.nn.Module],
                     optimizers: Optional[Mapping[str, Any]] = None, schedulers: Optional[Mapping[str, Any]] = None,
-                    map_location: Any = "cpu", strict: bool = True) -> Dict[str, Any]:
-    """Load models (and optimisers/schedulers when given) from `path`; return the whole payload."""
-    payload = read_checkpoint(path, map_location)
+                    map_location: Any = "cpu", strict: bool = True,
+                    payload: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Load models (and optimisers/schedulers when given) from `path`; return the whole payload.
+
+    Pass `payload` (from :func:`read_checkpoint`) to apply an already-read checkpoint without reading
+    the file again, e.g. after checking its config."""
+    payload = read_checkpoint(path, map_location) if payload is None else payload
     for name, model in models.items():
         if name not in payload["models"]:
             raise CheckpointError(f"checkpoint {path} has no model {name!r}; it holds {sorted(payload['models'])}")

@@ -30,6 +30,7 @@ class TransformConfig:
     """Training-time augmentation (the test transform is resize + normalise only)."""
     flip_p: float = 0.5
     pad: int = 10  # pad-and-crop: pixels of padding before the random crop back to size; 0 disables
+    crop_scale: List[float] = field(default_factory=lambda: [1.0, 1.0])  # random resized crop area range; [1,1] = off
     erasing_p: float = 0.5  # random erasing probability (Zhong et al.)
     erasing_fill: str = "random"  # random: random colours per pixel (Zhong et al.); mean: ImageNet mean
     color_jitter_p: float = 0.0

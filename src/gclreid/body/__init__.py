@@ -10,7 +10,7 @@ from .camera import OrthoCamera, frame_camera, local_frame, segment_bounds
 from .model import BODY_PARTS, BODY_SEGMENT_NAMES, PART_INDEX, PART_MIRROR, PART_NAMES, Body, Segments, body_segments
 from .pose import mirror_pose, pose_from_joints, rest_pose, walking_pose
 from .raster import Surface, decode_keys, prepare, rasterize, surface
-from .render import (STRUCTURE_ANGLES, check_size, grey_from_surface, lambert, render_grey, render_maps,
+from .render import (STRUCTURE_ANGLES, RenderSizeError, check_size, grey_from_surface, lambert, render_grey, render_maps,
                      render_structure)
 from .skeleton import (DEFAULT_SHAPE, JOINT_INDEX, JOINTS, NUM_JOINTS, NUM_SHAPE, PARENTS, SHAPE_FIELDS, SHAPE_INDEX,
                        bone_lengths, default_shape, forward_kinematics, rest_offsets)
@@ -20,7 +20,7 @@ __all__ = [
     "BODY_PARTS", "BODY_SEGMENT_NAMES", "PART_INDEX", "PART_MIRROR", "PART_NAMES",
     "rest_pose", "walking_pose", "pose_from_joints", "mirror_pose",
     "Surface", "decode_keys", "prepare", "rasterize", "surface",
-    "STRUCTURE_ANGLES", "check_size", "grey_from_surface", "lambert", "render_grey", "render_maps", "render_structure",
+    "STRUCTURE_ANGLES", "RenderSizeError", "check_size", "grey_from_surface", "lambert", "render_grey", "render_maps", "render_structure",
     "DEFAULT_SHAPE", "JOINT_INDEX", "JOINTS", "NUM_JOINTS", "NUM_SHAPE", "PARENTS", "SHAPE_FIELDS", "SHAPE_INDEX",
     "bone_lengths", "default_shape", "forward_kinematics", "rest_offsets",
 ]

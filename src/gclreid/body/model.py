@@ -70,6 +70,11 @@ class Segments:
         return Segments(*(getattr(self, f.name) if f.name == "part" else getattr(self, f.name)[index]
                           for f in fields(self)))
 
+    def select_slots(self, index) -> "Segments":
+        """Slots ``index`` (a slice or index list) of every body."""
+        return Segments(*(getattr(self, f.name)[index] if f.name == "part" else getattr(self, f.name)[:, index]
+                          for f in fields(self)))
+
     def transform(self, rot: Tensor, scale: Tensor, offset: Tensor) -> "Segments":
         """Apply ``x -> scale * rot @ x + offset`` per body (rot [N,3,3], scale [N], offset [N,3])."""
         s = scale[:, None, None]

@@ -79,8 +79,9 @@ def pose_from_joints(joints: Tensor, shape: Tensor) -> Tensor:
     Each joint gets the smallest rotation that turns its (first) child bone from the rest
     direction onto the target direction; twist about a bone is not observable from positions and
     is left at zero. Bone *lengths* come from ``shape``. Where a joint has several children (the
-    pelvis, the chest) only the first (spine, neck) is aimed, so a pose made by
-    :func:`forward_kinematics` is reproduced exactly when those joints carry no twist.
+    pelvis, the chest) only the first (spine, neck) is aimed, so positions made by
+    :func:`forward_kinematics` are reproduced exactly when the pelvis, spine and chest are not
+    twisted (limb and neck rotations may be anything).
     """
     n = joints.shape[0]
     offsets = rest_offsets(shape)

@@ -29,7 +29,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .camera import local_frame, segment_bounds
+from .camera import local_frame
 from .model import Segments
 
 DEPTH_STEPS = 16.0      # z-buffer depth resolution: 1/16 pixel
@@ -133,21 +133,54 @@ def prepare(view: Segments) -> _Prepared:
                      side_ok=side_ok, finv=finv, ba=ba, ra=ra, rb=rb, rr=rr, unit=unit)
 
 
-def _windows(view: Segments, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per slot window sizes (max over bodies) and per (body, slot) window origins in pixels."""
-    x0, x1, y0, y1 = segment_bounds(view)
+def _component_bounds(view: Segments) -> Dict[str, Tuple[Tensor, Tensor, Tensor, Tensor]]:
+    """Image bounds (x0, x1, y0, y1) [N, P] of each primitive's parts: the whole round cone (for its
+    lateral surface) and the end ellipsoids at ``a`` and ``b`` (its caps)."""
+    frame = local_frame(view)
+    ext = ((view.scale[..., :, None] * frame) ** 2).sum(-2).sqrt()   # [N, P, 3] extent per unit radius
+    ea = view.ra[..., None] * ext
+    eb = view.rb[..., None] * ext
+    lo_a, hi_a = view.a - ea, view.a + ea
+    lo_b, hi_b = view.b - eb, view.b + eb
+    lo, hi = torch.minimum(lo_a, lo_b), torch.maximum(hi_a, hi_b)
+    return {"side": (lo[..., 0], hi[..., 0], lo[..., 1], hi[..., 1]),
+            "cap_a": (lo_a[..., 0], hi_a[..., 0], lo_a[..., 1], hi_a[..., 1]),
+            "cap_b": (lo_b[..., 0], hi_b[..., 0], lo_b[..., 1], hi_b[..., 1])}
+
+
+def _windows(bounds: Tuple[Tensor, Tensor, Tensor, Tensor], active: Tensor, height: int, width: int,
+             full_frame: bool = False) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per slot window sizes (max over active bodies) and per (body, slot) window origins."""
+    if full_frame:
+        any_active = active.any(0).long()
+        zero = torch.zeros(active.shape, dtype=torch.long, device=active.device)
+        return any_active * height, any_active * width, zero, zero
+    x0, x1, y0, y1 = bounds
     # Pixel j has its centre at j + 0.5; cover every centre inside the bounds.
     c0 = torch.ceil(x0 - 0.5)
     r0 = torch.ceil(y0 - 0.5)
     ww = (torch.floor(x1 - 0.5) - c0 + 1).clamp(0, width)
     wh = (torch.floor(y1 - 0.5) - r0 + 1).clamp(0, height)
-    visible = view.active & (x1 > 0) & (x0 < width) & (y1 > 0) & (y0 < height)
+    visible = active & (x1 > 0) & (x0 < width) & (y1 > 0) & (y0 < height)
     ww = torch.where(visible, ww, torch.zeros_like(ww)).amax(0)
     wh = torch.where(visible, wh, torch.zeros_like(wh)).amax(0)
     # Clamp origins so the (fixed-size) window lies inside the image: no pixel is visited twice.
     c0 = torch.minimum(c0.clamp_min(0), width - ww[None])
     r0 = torch.minimum(r0.clamp_min(0), height - wh[None])
     return wh.long(), ww.long(), r0.long(), c0.long()
+
+
+def _shared_caps(view: Segments) -> Tensor:
+    """[P] bool: slot's cap at ``a`` is exactly another active slot's cap at ``b`` (a shared joint
+    sphere such as the elbow or the knee), for every body where the slot is active: draw it once."""
+    n, p = view.active.shape
+    round_ = (view.scale == 1.0).all(-1)                                # [N, P] circular cross-section
+    same = (view.a[:, :, None] == view.b[:, None, :]).all(-1)           # [N, P(a), P(b)]
+    same &= view.ra[:, :, None] == view.rb[:, None, :]
+    same &= round_[:, :, None] & round_[:, None, :] & view.active[:, None, :]
+    same |= ~view.active[:, :, None]                                    # inactive bodies do not care
+    same &= ~torch.eye(p, dtype=torch.bool, device=view.a.device)[None]
+    return same.all(0).any(1)
 
 
 # Performance notes (CPU): sqrt of zero or negative numbers, torch.where and fmin are 10-40x slower
@@ -158,80 +191,128 @@ _TINY = 1e-30
 MISS = 1e30
 
 
-def _quad(q: Tensor, v: Tensor, vv: Tensor, u: Tensor, uu: Tensor) -> Tensor:
-    """Quadratic form q [N, 6] on the window grid: v, vv [N,h,1] (rows), u, uu [N,1,w] (columns)."""
-    c = q[:, :, None, None]
-    rows = c[:, 0] + c[:, 2] * v + c[:, 5] * vv
-    cols = c[:, 1] * u + c[:, 3] * uu
-    return torch.addcmul(rows + cols, c[:, 4] * v, u)
+def _part_table(prep: _Prepared, origin: Tuple[Tensor, Tensor], rows: Tuple[Tensor, ...]) -> Tensor:
+    """Per-part constants as one contiguous [P, K, N] table: window offsets, the local unit, the
+    depth-key scale and the part's polynomial coefficients. Slicing one slot gives every
+    per-body constant at once, which keeps Python overhead per part small."""
+    r0, c0 = origin
+    inv_unit = 1.0 / prep.unit
+    head = [(r0.float() + 0.5 - prep.ay) * inv_unit, (c0.float() + 0.5 - prep.ax) * inv_unit, inv_unit,
+            prep.unit * DEPTH_STEPS]
+    cols = head + [c for r in rows for c in (r.unbind(-1) if r.dim() == 3 else (r,))]
+    return torch.stack(cols).permute(2, 0, 1).contiguous()             # [P, K, N]
 
 
-def _lin(l: Tensor, v: Tensor, u: Tensor) -> Tensor:
-    c = l[:, :, None, None]
-    return (c[:, 0] + c[:, 2] * v) + c[:, 1] * u
+# Row layout of the part tables (after the 4 header rows: v offset, u offset, 1/unit, key scale).
+_V0, _U0, _IU, _KS = 0, 1, 2, 3
 
 
-def _sphere_entry(disc: Tensor, m: Tensor, neg_inv_qq: Tensor) -> Tensor:
-    """Entry depth -(m + sqrt(disc)) / qq of a sphere, plus MISS where disc < 0."""
-    t = disc.clamp_min(_TINY).sqrt_().add_(m).mul_(neg_inv_qq)
+def _grid(c: Tensor, h: int, w: int, dev) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Window pixel offsets from ``a`` in local units: v, v^2 [n, h, 1] and u, u^2 [n, 1, w]."""
+    v = torch.addcmul(c[_V0], torch.arange(h, device=dev, dtype=torch.float32)[None, :, None], c[_IU])
+    u = torch.addcmul(c[_U0], torch.arange(w, device=dev, dtype=torch.float32)[None, None, :], c[_IU])
+    return v, v * v, u, u * u
+
+
+def _quad(c: Tensor, k: int, v: Tensor, vv: Tensor, u: Tensor, uu: Tensor) -> Tensor:
+    """Quadratic form with coefficients c[k:k+6] = (1, u, v, uu, uv, vv) on the window grid."""
+    rows = torch.addcmul(torch.addcmul(c[k], c[k + 2], v), c[k + 5], vv)
+    cols = torch.addcmul(c[k + 1] * u, c[k + 3], uu)
+    return torch.addcmul(rows + cols, c[k + 4] * v, u)
+
+
+def _lin(c: Tensor, k: int, v: Tensor, u: Tensor) -> Tensor:
+    """Linear form with coefficients c[k:k+3] = (1, u, v) on the window grid."""
+    return torch.addcmul(c[k], c[k + 2], v) + c[k + 1] * u
+
+
+# Lateral table rows after the header: disc (6), k1 (3), y' (3), m2, -1/k2, d2; grazing: k0 (6).
+_S_DISC, _S_K1, _S_Y, _S_M2, _S_NIK2, _S_D2 = 4, 10, 13, 16, 17, 18
+# Cap table rows after the header: disc (6), m (3), -1/|r|^2.
+_C_DISC, _C_M, _C_NIQ = 4, 10, 13
+
+
+def _lateral_depth(c: Tensor, k0: Optional[Tensor], v: Tensor, vv: Tensor, u: Tensor, uu: Tensor) -> Tensor:
+    """Entry depth (local units) into the lateral surface; + MISS where the ray misses it."""
+    disc = _quad(c, _S_DISC, v, vv, u, uu)
+    sq = disc.clamp_min(_TINY).sqrt_()
+    k1 = _lin(c, _S_K1, v, u)
+    if k0 is not None:
+        # Same root without cancellation: (-k1 - sq) / k2 == k0 / (sq - k1) (rare: limb along the view).
+        alt = _quad(k0, 0, v, vv, u, uu) / (sq - k1)
+        t = torch.where(k1 >= 0, (k1 + sq).mul_(c[_S_NIK2]), alt)
+    else:
+        t = k1.add_(sq).mul_(c[_S_NIK2])
+    # Valid where disc >= 0 and 0 < y' < d2 (the patch between the two tangent circles).
+    y = torch.addcmul(_lin(c, _S_Y, v, u), t, c[_S_M2])
+    valid = torch.minimum(disc, (c[_S_D2] - y).mul_(y))
+    return t.sub_(valid.sign_().clamp_max_(0.0), alpha=MISS)
+
+
+def _cap_depth(c: Tensor, v: Tensor, vv: Tensor, u: Tensor, uu: Tensor) -> Tensor:
+    """Entry depth (local units) into an end sphere; + MISS where missed."""
+    disc = _quad(c, _C_DISC, v, vv, u, uu)
+    t = disc.clamp_min(_TINY).sqrt_().add_(_lin(c, _C_M, v, u)).mul_(c[_C_NIQ])
     return t.sub_(disc.sign_().clamp_max_(0.0), alpha=MISS)
 
 
-def rasterize(view: Segments, height: int, width: int, prep: Optional[_Prepared] = None) -> Tensor:
-    """Z-buffer keys [N, H, W] float32 (``>= EMPTY`` where nothing is hit). See :func:`decode_keys`."""
+def rasterize(view: Segments, height: int, width: int, prep: Optional[_Prepared] = None,
+              full_frame: bool = False) -> Tensor:
+    """Z-buffer keys [N, H, W] float32 (``>= EMPTY`` where nothing is hit). See :func:`decode_keys`.
+
+    Each primitive is drawn as up to three parts, each on its own window: the lateral surface (on
+    the primitive's bounding box) and the two end spheres (on theirs); the z-buffer's minimum over
+    the parts is the entry into the round cone. A cap shared with the neighbouring segment (same
+    centre and radius, e.g. the knee) is drawn once. ``full_frame=True`` evaluates every part on
+    every pixel instead: the same result, many times slower (a reference for tests and benchmarks).
+    """
     prep = prepare(view) if prep is None else prep
     n, p = view.num_bodies, view.num_slots
     if p > SLOT_BITS:
         raise ValueError(f"at most {int(SLOT_BITS)} primitive slots per body, got {p}")
     dev = view.a.device
-    zbuf = torch.full((n, height, width), EMPTY, dtype=torch.float32, device=dev)
-    wh, ww, r0, c0 = _windows(view, height, width)
-    bodies = torch.arange(n, device=dev)
-    # Inactive slots get MISS added to their keys.
-    slot_pen = (~view.active).float() * MISS
-    neg_inv_qq = -prep.inv_qq
-    neg_inv_k2 = -prep.inv_k2
+    zbuf = torch.full((n * height * width,), EMPTY, dtype=torch.float32, device=dev)
+    bounds = _component_bounds(view)
+    l_m6 = prep.l_m3.clone()
+    l_m6[..., 0] -= prep.m2                          # the sphere at b: m6 = m3 - m2
+    parts = {
+        "side": (view.active & prep.side_ok,
+                 (prep.q_side, prep.l_k1, prep.l_y, prep.m2, -prep.inv_k2, prep.d2)),
+        "cap_a": (view.active & ~_shared_caps(view)[None], (prep.q_capa, prep.l_m3, -prep.inv_qq)),
+        "cap_b": (view.active, (prep.q_capb, l_m6, -prep.inv_qq)),
+    }
+    plans = {}
+    for name, (act, rows) in parts.items():
+        wh, ww, r0, c0 = _windows(bounds[name], act, height, width, full_frame)
+        plans[name] = (act, act.all(0).tolist(), wh.tolist(), ww.tolist(), r0, c0,
+                       _part_table(prep, (r0, c0), rows))
+    grazing = prep.grazing.any(0).tolist()
+    k0_table = prep.q_k0.permute(1, 2, 0).contiguous() if any(grazing) else None   # [P, 6, N]
+    base = torch.arange(n, device=dev) * (height * width)
     for s in range(p):
-        h, w = int(wh[s]), int(ww[s])
-        if h == 0 or w == 0:
-            continue
-        inv_unit = 1.0 / prep.unit[:, s]
-        rows = r0[:, s, None] + torch.arange(h, device=dev)[None]          # [N, h]
-        cols = c0[:, s, None] + torch.arange(w, device=dev)[None]          # [N, w]
-        v = ((rows.float() + 0.5 - prep.ay[:, s, None]) * inv_unit[:, None])[:, :, None]
-        u = ((cols.float() + 0.5 - prep.ax[:, s, None]) * inv_unit[:, None])[:, None, :]
-        vv, uu = v * v, u * u
-        col = lambda x: x[:, s, None, None]  # noqa: E731  per-body constant, broadcastable
-        # Lateral surface entry, valid where disc >= 0 and 0 < y' < d2.
-        disc = _quad(prep.q_side[:, s], v, vv, u, uu)
-        sq = disc.clamp_min(_TINY).sqrt_()
-        k1 = _lin(prep.l_k1[:, s], v, u)
-        if bool(prep.grazing[:, s].any()):
-            # Same root without cancellation: (-k1 - sq) / k2 == k0 / (sq - k1) (rare: limb along the view).
-            alt = _quad(prep.q_k0[:, s], v, vv, u, uu) / (sq - k1)
-            t = torch.where(k1 >= 0, (k1 + sq).mul_(col(neg_inv_k2)), alt)
-        else:
-            t = k1.add_(sq).mul_(col(neg_inv_k2))
-        y = torch.addcmul(_lin(prep.l_y[:, s], v, u), t, col(prep.m2))
-        valid = torch.minimum(disc, (col(prep.d2) - y).mul_(y))
-        if not bool(prep.side_ok[:, s].all()):
-            valid = torch.minimum(valid, col(prep.side_ok.float() - 0.5))
-        t.sub_(valid.sign_().clamp_max_(0.0), alpha=MISS)
-        # Caps: the spheres at a and b (m6 = m3 - m2 for the one at b).
-        m3 = _lin(prep.l_m3[:, s], v, u)
-        ta = _sphere_entry(_quad(prep.q_capa[:, s], v, vv, u, uu), m3, col(neg_inv_qq))
-        m3.sub_(col(prep.m2))
-        tb = _sphere_entry(_quad(prep.q_capb[:, s], v, vv, u, uu), m3, col(neg_inv_qq))
-        t = torch.minimum(torch.minimum(ta, tb, out=ta), t, out=ta)
-        # Depth in pixels (t is in the local unit) → packed key; inactive slots are pushed out.
-        key = t.mul_(col(prep.unit) * DEPTH_STEPS).add_(DEPTH_OFFSET).floor_().mul_(SLOT_BITS)
-        key.add_(col(slot_pen) + float(s))
-        # Depth test on the body's window: a strided view of the z-buffer, indexed per body.
-        windows = zbuf.as_strided((n, height - h + 1, width - w + 1, h, w),
-                                  (height * width, width, 1, width, 1))
-        index = (bodies, r0[:, s], c0[:, s])
-        windows[index] = torch.minimum(windows[index], key, out=key)
-    return zbuf
+        for name, (act, everyone, wh, ww, r0, c0, table) in plans.items():
+            h, w = wh[s], ww[s]
+            if h == 0 or w == 0:
+                continue
+            c = table[s]
+            k0 = k0_table[s] if name == "side" and grazing[s] else None
+            org = base + r0[:, s] * width + c0[:, s]
+            if not everyone[s]:
+                # Parts that only some bodies have (accessories, absent lateral surfaces): those only.
+                sel = torch.nonzero(act[:, s]).squeeze(1)
+                c, org = c[:, sel], org[sel]
+                k0 = None if k0 is None else k0[:, sel]
+            c = c[:, :, None, None]
+            k0 = None if k0 is None else k0[:, :, None, None]
+            v, vv, u, uu = _grid(c, h, w, dev)
+            t = _lateral_depth(c, k0, v, vv, u, uu) if name == "side" else _cap_depth(c, v, vv, u, uu)
+            # Depth in pixels (t is in the local unit) → packed key with the slot in the low bits.
+            key = t.mul_(c[_KS]).add_(DEPTH_OFFSET).floor_().mul_(SLOT_BITS).add_(float(s))
+            # Depth test: min into the z-buffer at the window's pixels (order-independent, exact).
+            idx = (org[:, None, None] + torch.arange(h, device=dev)[None, :, None] * width
+                   + torch.arange(w, device=dev)[None, None, :])
+            zbuf.scatter_reduce_(0, idx.reshape(-1), key.reshape(-1), "amin")
+    return zbuf.view(n, height, width)
 
 
 def decode_keys(keys: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -249,8 +330,8 @@ class Surface:
     """Surface attributes at the M covered pixels of a render. Vectors are component-major ([3, M]).
 
     ``local`` is the offset of the hit point from the centre of the inscribed sphere that touches
-    it, in the primitive frame (side, axis, forward) and in units of that sphere's radius (so each
-    component is within [-1, 1]); ``axial`` is that centre's position along the segment (0 at a,
+    it, in the primitive frame (side, axis, forward) and in units of that sphere's radius (a unit
+    vector up to the 1/16 px depth quantisation); ``axial`` is that centre's position along the segment (0 at a,
     1 at b). Both are only filled by ``surface(..., full=True)``.
     """
     index: Tensor                  # [M] flat index into [N, H, W]
@@ -276,6 +357,40 @@ def _surface_table(view: Segments, prep: _Prepared) -> Tensor:
     return table.reshape(-1, table.shape[-1]).t().contiguous()
 
 
+def _normals_only(view: Segments, prep: _Prepared, prim: Tensor, col: Tensor, row: Tensor, t: Tensor) -> Tensor:
+    """Unit view-space normals [3, M] with the local frame folded into per-primitive constants.
+
+    With ``F`` the view → local map and ``d`` the view offset from ``a``: ``y = d·(F^T ba)``,
+    ``rho^2 = d^T (F^T F) d - y^2 / L^2`` and the normal is ``(F^T F) d - s* F^T ba``: 14 numbers
+    per primitive instead of 19, and no local coordinates.
+    """
+    f = prep.finv
+    g = f.transpose(-1, -2) @ f                                          # [N, P, 3, 3] symmetric
+    qv = (f.transpose(-1, -2) @ prep.ba[..., None])[..., 0]              # F^T ba
+    l2 = (prep.ba * prep.ba).sum(-1).clamp_min(1e-18)
+    c = prep.rr * l2.sqrt() / torch.sqrt((l2 - prep.rr * prep.rr).clamp_min(1e-12))
+    cols = [view.a, g[..., 0, 0:1], g[..., 1, 1:2], g[..., 2, 2:3], g[..., 0, 1:2], g[..., 0, 2:3], g[..., 1, 2:3],
+            qv, (1.0 / l2)[..., None], c[..., None]]
+    table = torch.cat(cols, -1)
+    tab = table.reshape(-1, table.shape[-1]).t().contiguous().index_select(1, prim)
+    gxx, gyy, gzz, gxy, gxz, gyz = (tab[3 + i] for i in range(6))
+    qx, qy, qz, inv_l2, cc = tab[9], tab[10], tab[11], tab[12], tab[13]
+    dx = col.float().add_(0.5).sub_(tab[0])
+    dy = row.float().add_(0.5).sub_(tab[1])
+    dz = t - tab[2]
+    hx = gxx * dx + gxy * dy + gxz * dz                                   # (F^T F) d
+    hy = gxy * dx + gyy * dy + gyz * dz
+    hz = gxz * dx + gyz * dy + gzz * dz
+    y = dx * qx + dy * qy + dz * qz
+    rho = (dx * hx + dy * hy + dz * hz - y * y * inv_l2).clamp_min_(1e-12).sqrt_()
+    s = (y - cc * rho).mul_(inv_l2).clamp_(0.0, 1.0)
+    hx.sub_(s * qx)
+    hy.sub_(s * qy)
+    hz.sub_(s * qz)
+    inv = (hx * hx + hy * hy + hz * hz).clamp_min_(1e-24).rsqrt_()
+    return torch.stack((hx.mul_(inv), hy.mul_(inv), hz.mul_(inv)))
+
+
 def surface(view: Segments, keys: Tensor, prep: Optional[_Prepared] = None, full: bool = True) -> Surface:
     """Deferred pass: the front-most surface at every covered pixel of ``keys`` (from :func:`rasterize`).
 
@@ -294,8 +409,12 @@ def surface(view: Segments, keys: Tensor, prep: Optional[_Prepared] = None, full
     q = torch.floor(k / SLOT_BITS)
     slot = (k - q * SLOT_BITS).long()
     t = (q - DEPTH_OFFSET) / DEPTH_STEPS                   # within 1/16 px of the exact hit
+    prim = body * view.num_slots + slot
+    if not full:
+        normal = _normals_only(view, prep, prim, colm, row, t)
+        return Surface(index=index, body=body, slot=slot, part=view.part[slot], depth=t, normal=normal)
     # Column-major gather: each per-pixel parameter is a contiguous row (fast elementwise ops).
-    tab = _surface_table(view, prep).index_select(1, body * view.num_slots + slot)
+    tab = _surface_table(view, prep).index_select(1, prim)
     f = tab[3:12]
     bx, by, bz, inv_l2, c, ra, rb = tab[12], tab[13], tab[14], tab[15], tab[16], tab[17], tab[18]
     dx = colm.float().add_(0.5).sub_(tab[0])

@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import GclreidError
 from .camera import OrthoCamera, frame_camera
 from .model import Body, Segments
 from .raster import Surface, decode_keys, prepare, rasterize, surface
@@ -21,12 +22,16 @@ STRUCTURE_ANGLES: Tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
 LIGHT = (-0.3, -0.3, -1.0)
 
 
+class RenderSizeError(GclreidError, ValueError):
+    """A render size that is not a positive 2:1 (height = 2 × width) pair of integers."""
+
+
 def check_size(height: int, width: int) -> None:
     """Renders are 2:1 (height = 2 × width), like ReID crops (128×64, 256×128)."""
     if not (isinstance(height, int) and isinstance(width, int)) or height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive integers, got {height}x{width}")
+        raise RenderSizeError(f"render size must be positive integers, got {height}x{width}")
     if height != 2 * width:
-        raise ValueError(f"image size {height}x{width} is not 2:1 (height = 2 × width), e.g. 128x64 or 256x128")
+        raise RenderSizeError(f"render size {height}x{width} is not 2:1 (height = 2 x width), e.g. 128x64 or 256x128")
 
 
 def lambert(normal: Tensor, ambient: float = 0.32, diffuse: float = 0.68, light=LIGHT) -> Tensor:
@@ -40,7 +45,8 @@ def lambert(normal: Tensor, ambient: float = 0.32, diffuse: float = 0.68, light=
 def grey_from_surface(surf: Surface, shape: Tuple[int, int, int], device=None) -> Tensor:
     """uint8 [N, H, W] grey shaded image: black background, shaded body."""
     out = torch.zeros(shape[0] * shape[1] * shape[2], dtype=torch.uint8, device=device)
-    value = lambert(surf.normal).mul_(255.0).round_().to(torch.uint8)
+    # floor(x + 0.5) rounds like round() for x >= 0 and is much faster on CPU.
+    value = lambert(surf.normal).mul_(255.0).add_(0.5).floor_().to(torch.uint8)
     out[surf.index] = value
     return out.view(*shape)
 

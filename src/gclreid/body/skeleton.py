@@ -88,7 +88,7 @@ def rest_offsets(shape: Tensor) -> Tensor:
         off[JOINT_INDEX[f"{side}_hand"]] = vec(zero, -0.095 * arm, zero)
         off[JOINT_INDEX[f"{side}_hip"]] = vec(sign * 0.055 * s["hip"], -0.03 + zero, zero)
         off[JOINT_INDEX[f"{side}_knee"]] = vec(zero, -0.215 * leg, zero)
-        off[JOINT_INDEX[f"{side}_ankle"]] = vec(zero, -0.24 * leg, -0.005 + zero)
+        off[JOINT_INDEX[f"{side}_ankle"]] = vec(zero, -0.24 * leg, -0.005 * leg)
         off[JOINT_INDEX[f"{side}_toe"]] = vec(zero, -0.028 + zero, 0.125 + zero)
     return torch.stack(off, dim=1) * h[:, None, None]
 

@@ -1,7 +1,9 @@
 """Sparse k-reciprocal Jaccard distance for clustering (the GCL / SpCL / cluster-contrast variant)."""
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Optional, Tuple, Union
+import time
+
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import scipy.sparse as sp
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import ArrayLike, FeatureError, as_feature_tensor, check_k
-from .knn import knn
+from .knn import knn_tensor, pair_distances
 from .kreciprocal import (DEFAULT_WORK, encode, expanded_sets, min_overlap_blocks, query_expand,
                           table_distance)
 
@@ -37,42 +39,68 @@ class UpperBlock(NamedTuple):
 
 @torch.no_grad()
 def jaccard_upper_blocks(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: Device = None,
-                         chunk_rows: Optional[int] = None, work: int = DEFAULT_WORK,
-                         knn_backend: str = "torch") -> Tuple[int, Iterator[UpperBlock]]:
+                         chunk_rows: Optional[int] = None, work: int = DEFAULT_WORK, knn_backend: str = "torch",
+                         max_distance: Union[float, Callable[[], float]] = 1.0,
+                         timings: Optional[dict] = None) -> Tuple[int, Iterator[UpperBlock]]:
     """The upper triangle (j ≥ i) of :func:`jaccard_distance`, block by block of rows, without
     ever holding the whole matrix: consumers that only need part of it (DBSCAN needs the pairs
     within eps) stay at O(N·k) memory. Arguments as for :func:`jaccard_distance`; the input is
-    checked and the encoding V_qe computed before returning (N, the iterator of blocks)."""
+    checked and the encoding V_qe computed before this returns (N, iterator of blocks).
+
+    Every pair with distance ≤ `max_distance` (a number, or a function asked before each block,
+    for a bound that tightens as blocks arrive) is in the blocks, and the diagonal; pairs above it
+    may be too (the consumer filters), pairs at distance ≥ 1 never are. If `timings` is a dict,
+    the seconds spent in the kNN and in the encoding (sets, V, query expansion) are added to it."""
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
     x = as_feature_tensor(features, device=device)
     n = x.shape[0]
     check_k(k1, k2, n, k1, "jaccard_distance")
     x = F.normalize(x, dim=1)
     # The official kNN returns k1 columns; its later slice [:k1+1] therefore also yields k1.
-    neighbours = knn(x, k1, normalize=False, chunk_rows=chunk_rows, backend=knn_backend)
+    neighbours = knn_tensor(x, k1, normalize=False, chunk_rows=chunk_rows, backend=knn_backend)
     rank = neighbours.indices.cpu().numpy()
+    timings["knn"] = timings.get("knn", 0.0) + time.perf_counter() - start
+    start = time.perf_counter()
 
     def direct(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        r = torch.from_numpy(rows).to(x.device)
-        c = torch.from_numpy(cols).to(x.device)
-        return (2 - 2 * (x[r] * x[c]).sum(dim=1)).cpu().numpy()
+        return pair_distances(x, rows, cols, unit_rows=True)
 
     pattern = expanded_sets(rank, k1, min(half_columns(k1), k1), work)
     v = encode(pattern, table_distance(rank, neighbours.distances.cpu().numpy(), direct), work)
     del pattern
-    v = query_expand(v, rank, k2, work)
-    del rank, x
-    return n, _upper_blocks(v, work)
+    v = query_expand(v, rank, k2)
+    del rank, x, neighbours
+    timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start
+
+    def min_overlap() -> float:
+        bound = max_distance() if callable(max_distance) else max_distance
+        return overlap_for_distance(bound)
+
+    return n, _upper_blocks(v, min_overlap, work)
 
 
-def _upper_blocks(v, work: int) -> Iterator[UpperBlock]:
-    for block in min_overlap_blocks(v, min_col="diagonal", work=work):
-        rows = block.local_rows + block.row_start
+def overlap_for_distance(bound: float) -> float:
+    """A min-overlap s below which the distance 1 − s/(2 − s) is surely above `bound` (the exact
+    inverse 2(1 − b)/(2 − b), lowered by a margin for float32 rounding); 0 for bound ≥ 1."""
+    if bound >= 1:
+        return 0.0
+    bound = max(bound, 0.0)
+    return max(0.0, 2 * (1 - bound) / (2 - bound) - 1e-5)
+
+
+def _upper_blocks(v, min_overlap: Callable[[], float], work: int) -> Iterator[UpperBlock]:
+    for block in min_overlap_blocks(v, min_col="diagonal", min_value=min_overlap, work=work):
+        rows, cols = block.rows_cols()
         dist = jaccard_from_overlap(block.values)
         np.maximum(dist, 0, out=dist)  # the official code clamps negatives to 0
-        diag = block.cols == rows
+        diag = cols == rows
         dist[diag] = 0
         keep = (dist < 1) | diag
-        yield UpperBlock(rows[keep], block.cols[keep], dist[keep])
+        if keep.all():
+            yield UpperBlock(rows, cols, dist)
+        else:
+            yield UpperBlock(rows[keep], cols[keep], dist[keep])
 
 
 def jaccard_distance(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: Device = None,
@@ -106,7 +134,7 @@ def jaccard_distance(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: 
     if not 0 < max_distance <= 1:
         raise FeatureError(f"jaccard_distance: max_distance must be in (0, 1], got {max_distance!r}")
     n, blocks = jaccard_upper_blocks(features, k1, k2, device=device, chunk_rows=chunk_rows, work=work,
-                                     knn_backend=knn_backend)
+                                     knn_backend=knn_backend, max_distance=max_distance)
     rows, cols, dist = [], [], []
     for block in blocks:
         keep = (block.dist < max_distance) | (block.rows == block.cols)

@@ -19,12 +19,14 @@ times faster than torch's CPU indexing kernels for this access pattern.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, NamedTuple, Optional, Tuple
+from typing import Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
+import scipy.sparse as sp
 
-# Generated items (pairs, gathered elements) per block; bounds temporary memory (~100 MB).
-DEFAULT_WORK = 1 << 22
+# Generated items (pairs, gathered elements) per block: small enough for the temporaries of a block
+# to stay in cache (measured fastest around 128k), and bounds temporary memory (a few MB).
+DEFAULT_WORK = 1 << 17
 # Entries of the dense scratch block that sums the pairs of a block of rows (float32 + bool).
 SCRATCH = 1 << 22
 
@@ -73,23 +75,28 @@ def _work_blocks(row_work: np.ndarray, work: int, max_rows: int) -> list:
     return bounds
 
 
-def _segments(starts: np.ndarray, lengths: np.ndarray, total: Optional[int] = None) -> np.ndarray:
-    """Concatenation of the index ranges [starts[e], starts[e] + lengths[e])."""
-    total = int(lengths.sum()) if total is None else total
-    shift = starts - (np.cumsum(lengths) - lengths)
-    return np.repeat(shift, lengths) + np.arange(total, dtype=shift.dtype)
+def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of the index ranges [starts[e], starts[e] + lengths[e]) (dtype of `starts`)."""
+    offsets = np.cumsum(lengths) - lengths
+    out = np.repeat((starts - offsets).astype(starts.dtype), lengths)
+    out += np.arange(out.size, dtype=starts.dtype)
+    return out
 
 
 def reciprocal_mask(rank: np.ndarray, k: int) -> np.ndarray:
     """(N, k) bool: whether ``rank[i, c]`` is a k-reciprocal neighbour of i, i.e. whether i is among
     the first k entries of the ranking of ``rank[i, c]`` (the official ``k_reciprocal_neigh``)."""
     n = rank.shape[0]
-    fwd = rank[:, :k].astype(np.int64)
-    me = np.arange(n, dtype=np.int64).reshape(-1, 1)
-    edges = np.sort((me * n + fwd).ravel())  # every edge i → j of the k-NN graph
-    back = (fwd * n + me).ravel()  # the reverse edge j → i of each
-    pos = np.minimum(np.searchsorted(edges, back), edges.size - 1)
-    return (edges[pos] == back).reshape(n, k)
+    cols = np.ascontiguousarray(rank[:, :k]).ravel()
+    indptr = np.arange(0, n * k + 1, k, dtype=np.int64)
+    # The k-NN graph with edge ids as values, times its transpose (pattern only): an edge survives
+    # the element-wise product exactly when the reverse edge exists.
+    edges = sp.csr_matrix((np.arange(1, n * k + 1, dtype=np.int64), cols, indptr), shape=(n, n))
+    reverse = sp.csr_matrix((np.ones(n * k, dtype=np.int64), cols, indptr), shape=(n, n)).T.tocsr()
+    both = edges.multiply(reverse).tocsr()
+    mask = np.zeros(n * k, dtype=bool)
+    mask[both.data - 1] = True
+    return mask.reshape(n, k)
 
 
 def expanded_sets(rank: np.ndarray, k_cols: int, half_cols: int, work: int = DEFAULT_WORK) -> SparseRows:
@@ -132,11 +139,11 @@ def encode(pattern: SparseRows, distance: Callable[[np.ndarray, np.ndarray], np.
            work: int = DEFAULT_WORK) -> SparseRows:
     """The k-reciprocal feature V: on each row's pattern, weights exp(−d(i, j)) normalised to sum 1
     (the official code's ``softmax(−d)``). `distance(rows, cols)` returns d (float32) for index
-    pairs; it is called on blocks of at most work/64 pairs."""
+    pairs; it is called on blocks of at most `work` pairs."""
     rows = pattern.row_ids()
     nnz = rows.size
     dist = np.empty(nnz, dtype=np.float32)
-    step = max(1, work // 64)
+    step = max(1, work)
     for start in range(0, nnz, step):
         dist[start:start + step] = distance(rows[start:start + step], pattern.indices[start:start + step])
     # d ≥ 0 and bounded (≤ 4 for unit vectors, ≤ 1 for row-normalised distances): no overflow.
@@ -172,61 +179,66 @@ def table_distance(rank: np.ndarray, rank_dist: np.ndarray,
 
 class _Accumulator:
     """Sums (row, col, value) triplets of a block of rows into a dense scratch block and reads the
-    touched entries back in (row, col) order; resets only what was touched."""
+    entries above a threshold back in (row, col) order. All values are positive, so a threshold
+    of 0 returns every touched entry."""
 
     def __init__(self, max_rows: int, num_cols: int):
         self.sums = np.zeros(max_rows * num_cols, dtype=np.float32)
-        self.touched = np.zeros(max_rows * num_cols, dtype=bool)
 
-    def reduce(self, keys: np.ndarray, values: np.ndarray, size: int) -> Tuple[np.ndarray, np.ndarray]:
-        """`keys` = local_row * num_cols + col < size. Returns (sorted unique keys, sums)."""
-        np.add.at(self.sums, keys, values)
-        self.touched[keys] = True
-        unique = np.flatnonzero(self.touched[:size])
-        sums = self.sums[unique]
-        self.sums[unique] = 0
-        self.touched[unique] = False
-        return unique, sums
+    def reduce(self, keys: np.ndarray, values: np.ndarray, size: int,
+               min_sum: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+        """`keys` = local_row * num_cols + col < size. Returns (sorted keys, sums) of the entries
+        whose sum is > 0 (min_sum = 0) or ≥ min_sum, and clears the scratch block."""
+        block = self.sums[:size]
+        np.add.at(block, keys, values)
+        kept = np.flatnonzero(block >= min_sum if min_sum > 0 else block > 0)
+        sums = block[kept]
+        block.fill(0)
+        return kept, sums
 
 
-def query_expand(v: SparseRows, rank: np.ndarray, k2: int, work: int = DEFAULT_WORK) -> SparseRows:
-    """V_qe[i] = mean of V over rows rank[i, :k2] (the official local query expansion)."""
+def query_expand(v: SparseRows, rank: np.ndarray, k2: int) -> SparseRows:
+    """V_qe[i] = mean of V over rows rank[i, :k2] (the official local query expansion).
+
+    A sparse product Q·V with Q[i, rank[i, :k2]] = 1, then a division by k2: scipy adds the rows
+    in ranking order, as ``np.mean(V[rank[i, :k2]], axis=0)`` does, so the result is the same to
+    the last bit."""
     n = v.num_rows
     if k2 == 1:
         return v
-    neigh_all = np.ascontiguousarray(rank[:, :k2])
-    lengths_all = v.indptr[neigh_all + 1] - v.indptr[neigh_all]  # (n, k2)
-    blocks = _work_blocks(lengths_all.sum(axis=1), work, max(1, SCRATCH // max(v.num_cols, 1)))
-    acc = _Accumulator(max(b - a for a, b in blocks), v.num_cols)
-    keys, values = [], []
-    for start, stop in blocks:
-        neigh = neigh_all[start:stop].ravel()
-        lengths = lengths_all[start:stop].ravel()
-        pos = _segments(v.indptr[neigh], lengths)
-        local = np.repeat(np.arange(stop - start, dtype=np.int64) * v.num_cols, lengths.reshape(-1, k2).sum(axis=1))
-        unique, sums = acc.reduce(local + v.indices[pos], v.values[pos], (stop - start) * v.num_cols)
-        keys.append(unique + start * v.num_cols)
-        values.append(sums / np.float32(k2))
-    return csr_from_sorted_keys(np.concatenate(keys), n, v.num_cols, np.concatenate(values))
+    select = sp.csr_matrix((np.ones(n * k2, dtype=np.float32), np.ascontiguousarray(rank[:, :k2]).ravel(),
+                            np.arange(0, n * k2 + 1, k2)), shape=(n, n))
+    out = (select @ sp.csr_matrix((v.values, v.indices, v.indptr), shape=(n, v.num_cols))).tocsr()
+    out.sort_indices()
+    out.data /= np.float32(k2)
+    return SparseRows(out.indptr.astype(np.int64), out.indices.astype(np.int64), out.data, v.num_cols)
 
 
 class OverlapBlock(NamedTuple):
-    """A block of S = Σ_k min(V[i, k], V[j, k]): rows `row_start + local_rows` and columns `cols`."""
+    """A block of S = Σ_k min(V[i, k], V[j, k]) for rows i = `row_start` + key // n, columns
+    j = key % n (keys ascending)."""
     row_start: int
-    local_rows: np.ndarray  # int64, ascending
-    cols: np.ndarray  # int64, ascending within a row
+    keys: np.ndarray  # int64, local_row * n + j
     values: np.ndarray  # float32, > 0
+    n: int
+
+    def rows_cols(self) -> Tuple[np.ndarray, np.ndarray]:
+        local = self.keys // self.n
+        return local + self.row_start, self.keys - local * self.n
 
 
-def min_overlap_blocks(v: SparseRows, rows: Tuple[int, int] = (0, -1), min_col: str | int = "diagonal",
+def min_overlap_blocks(v: SparseRows, rows: Tuple[int, int] = (0, -1), min_col: Union[str, int] = "diagonal",
+                       min_value: Union[float, Callable[[], float]] = 0.0,
                        work: int = DEFAULT_WORK) -> Iterator[OverlapBlock]:
     """Yield S[i, j] = Σ_k min(V[i, k], V[j, k]) for rows i in [rows[0], rows[1]) and every j that
     shares support with i, block by block of rows.
 
     `min_col` restricts j: ``"diagonal"`` keeps j ≥ i (the upper triangle with its diagonal — S is
-    symmetric, so this halves the work), an integer c keeps j ≥ c (re-ranking: gallery columns),
-    0 keeps all. Only pairs that share at least one column of V are generated (the others have
-    S = 0)."""
+    symmetric, so this halves the work), an integer c keeps j ≥ c (re-ranking: gallery columns).
+    Only pairs that share at least one column of V are generated (the others have S = 0).
+    `min_value` (a number, or a function called before each block) drops the entries with
+    S < min_value before they are read out: the Jaccard distance falls as S grows, so this is
+    how a consumer that needs only the distances below some bound keeps memory and time low."""
     n = v.num_rows
     lo, hi = rows[0], (n if rows[1] < 0 else rows[1])
     # Column view of V: for every column k the rows j holding it (ascending), with their values.
@@ -252,16 +264,19 @@ def min_overlap_blocks(v: SparseRows, rows: Tuple[int, int] = (0, -1), min_col: 
     if not blocks:
         return
     acc = _Accumulator(max(b - a for a, b in blocks), n)
+    # 32-bit positions and block-local keys halve the memory traffic of the passes below.
+    small = np.int32 if v.indices.size < 2**31 else np.int64
+    col_rows = col_rows.astype(small)
+    start_of = start_of.astype(small)
     for start, stop in blocks:
         start, stop = start + lo, stop + lo
         e0, e1 = v.indptr[start], v.indptr[stop]
         lengths = length_of[e0:e1]
-        total = int(lengths.sum())
-        pos = _segments(start_of[e0:e1], lengths, total)
-        partner = col_rows[pos]
+        pos = _segments(start_of[e0:e1], lengths)
         contrib = np.minimum(np.repeat(v.values[e0:e1], lengths), col_vals[pos])
-        keys = np.repeat((row_of[e0:e1] - start) * n, lengths)
-        keys += partner
-        unique, sums = acc.reduce(keys, contrib, (stop - start) * n)
-        local = unique // n
-        yield OverlapBlock(start, local, unique - local * n, sums)
+        keys = np.repeat(((row_of[e0:e1] - start) * n).astype(small), lengths)
+        keys += col_rows[pos]
+        del pos
+        threshold = min_value() if callable(min_value) else min_value
+        kept, sums = acc.reduce(keys, contrib, (stop - start) * n, threshold)
+        yield OverlapBlock(start, kept, sums, n)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import DatasetError
 from .records import SPLITS, ImageRecord, ReIDDataset, find_images, warn_if_counts_differ

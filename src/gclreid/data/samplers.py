@@ -53,22 +53,21 @@ class RandomIdentitySampler(Sampler[int]):
             return self._cache[1]
         k, p = self.num_instances, self.num_ids_per_batch
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, self.epoch])
-        # Identities with fewer than K images: K draws with replacement (one group each).
-        small = np.flatnonzero(self.sizes < k)
-        extra_idx = [self.indices[self.ident == s] for s in small]
-        extra = [rng.choice(idx, size=k, replace=True) for idx in extra_idx]
-        # The others: shuffle within each identity (sort by identity, then a random key) and keep
-        # the first (n // K)·K, so that reshaping gives each identity's groups of K in a row.
-        order = np.lexsort((rng.random(len(self.ident)), self.ident))
-        ident_sorted = self.ident[order]
+        # Shuffle within each identity: sort by identity + U[0, 1), so each identity's indices are
+        # contiguous (from starts[i]) and in random order.
+        order = self.indices[np.argsort(self.ident + rng.random(len(self.ident)))]
         starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
-        rank = np.arange(len(order)) - starts[ident_sorted]
-        num_groups = np.where(self.sizes < k, 0, self.sizes // k)
-        keep = rank < num_groups[ident_sorted] * k
-        big_groups = self.indices[order[keep]].reshape(-1, k)
+        rank = np.arange(len(order)) - np.repeat(starts, self.sizes)
+        # Identities with >= K images: their first (n // K)·K shuffled indices, K per group;
+        # reshaping gives each identity's groups in consecutive rows from first[i].
+        num_groups = self.sizes // k
+        big_groups = order[rank < np.repeat(num_groups * k, self.sizes)].reshape(-1, k)
+        first = np.concatenate([[0], np.cumsum(num_groups)[:-1]])
+        # Identities with fewer than K images: one group of K draws with replacement.
+        small = np.flatnonzero(self.sizes < k)
+        extra = [rng.choice(order[starts[i]:starts[i] + self.sizes[i]], size=k, replace=True) for i in small]
         groups = np.concatenate([big_groups, np.asarray(extra, dtype=np.int64).reshape(-1, k)])
         num_groups[small] = 1
-        first = np.concatenate([[0], np.cumsum(np.where(self.sizes < k, 0, num_groups))[:-1]])
         first[small] = len(big_groups) + np.arange(len(small))
         # Batches: P distinct identities at random among those with groups left.
         picker = random.Random(int(rng.integers(2**62)))

@@ -83,6 +83,32 @@ class PadCrop:
         return f"PadCrop(pad={self.pad})"
 
 
+class RandomResizedCrop:
+    """Crop a random patch covering a fraction in ``scale`` of the image area with aspect ratio (w/h,
+    relative to the image's own) in ``ratio`` (log-uniform), then resize it back to the image size
+    (bicubic) — TMP's "random patch resized to 256×128". Falls back to the whole image after 10 tries."""
+
+    def __init__(self, scale: Sequence[float] = (0.64, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
+        if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
+            raise ConfigError(f"random resized crop scale={list(scale)} ratio={list(ratio)}; expected "
+                              "0 < min <= max <= 1 and 0 < ratio min <= max")
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        for _ in range(10):
+            area = random.uniform(*self.scale) * w * h
+            aspect = math.exp(random.uniform(math.log(self.ratio[0]), math.log(self.ratio[1]))) * w / h
+            cw, ch = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                x, y = random.randint(0, w - cw), random.randint(0, h - ch)
+                return img.resize((w, h), Image.BICUBIC, box=(x, y, x + cw, y + ch))
+        return img
+
+    def __repr__(self) -> str:
+        return f"RandomResizedCrop(scale={self.scale}, ratio={self.ratio})"
+
+
 class ColorJitter:
     """With probability ``p``, change brightness, contrast, saturation (factors uniform in
     [1-x, 1+x]) and hue (shift uniform in [-hue, hue] of a turn), in a random order."""
@@ -244,7 +270,7 @@ def _probability(value: float, field: str) -> float:
 def build_train_transform(data_cfg: Any) -> Compose:
     """Training transform from a :class:`gclreid.config.DataConfig` (or anything with the same fields).
 
-    Order: resize → flip → rotation → pad-and-crop → colour jitter → blur → tensor+normalise → erasing.
+    Order: resize → flip → rotation → pad-and-crop → random resized crop → colour jitter → blur → tensor+normalise → erasing.
     Steps whose probability (or size) is 0 are left out."""
     t = data_cfg.transforms
     ops: List[Callable[[Any], Any]] = [Resize(data_cfg.height, data_cfg.width)]
@@ -254,6 +280,8 @@ def build_train_transform(data_cfg: Any) -> Compose:
         ops.append(RandomRotation(t.rotation_deg))
     if t.pad > 0:
         ops.append(PadCrop(t.pad))
+    if tuple(t.crop_scale) != (1.0, 1.0):
+        ops.append(RandomResizedCrop(t.crop_scale))
     if _probability(t.color_jitter_p, "color_jitter_p") > 0:
         ops.append(ColorJitter(t.brightness, t.contrast, t.saturation, t.hue, p=t.color_jitter_p))
     if _probability(t.blur_p, "blur_p") > 0:

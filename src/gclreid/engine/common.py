@@ -81,12 +81,10 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
     gets a class of its own. Statistics include NMI/ARI/purity against `true_pids` when those are
     known (for analysis only — they never influence training).
     """
-    from ..clustering import cluster_statistics, pseudo_labels
+    from ..clustering import pseudo_labels
     c = cfg.cluster
-    result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,
-                           k1=c.k1, k2=c.k2, outliers=c.outliers)
-    labels, stats = np.asarray(result.labels), dict(result.stats)
     pids = np.asarray(true_pids)
-    if len(pids) == len(labels) and (pids >= 0).all():
-        stats.update(cluster_statistics(labels, pids))
-    return labels, stats
+    known = len(pids) == len(features) and len(pids) > 0 and bool((pids >= 0).all())
+    result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,
+                           k1=c.k1, k2=c.k2, outliers=c.outliers, true_ids=pids if known else None)
+    return np.asarray(result.labels, dtype=np.int64), result.as_dict()

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from ..config import save_config, to_dict
 from ..errors import CheckpointError
 from ..runtime import resolve_device, seed_everything, set_rng_state
@@ -57,10 +57,11 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
     if resume == "auto":
         resume = str(ckpt_path) if ckpt_path.is_file() else None
     if resume:
-        payload = load_checkpoint(resume, models=method.models, optimizers=method.optimizers, map_location=device)
+        payload = read_checkpoint(resume, map_location=device)
         saved_method = payload.get("config", {}).get("train", {}).get("method")
         if saved_method and saved_method != cfg.train.method:
             raise CheckpointError(f"{resume} was written by method {saved_method!r}, not {cfg.train.method!r}")
+        load_checkpoint(resume, models=method.models, optimizers=method.optimizers, payload=payload)
         method.load_state(payload["extra"])
         start_epoch, step = payload["epoch"], payload["iteration"]
         if payload.get("rng"):
