@@ -32,8 +32,8 @@ def jaccard_from_overlap(overlap: np.ndarray) -> np.ndarray:
 
 class UpperBlock(NamedTuple):
     """Distances of a block of rows to the columns j ≥ i (diagonal included), sorted by (row, col)."""
-    rows: np.ndarray  # int64
-    cols: np.ndarray  # int64
+    rows: np.ndarray  # int32 (int64 beyond 2**31 samples)
+    cols: np.ndarray
     dist: np.ndarray  # float32 in [0, 1); the diagonal is 0
 
 
@@ -90,8 +90,9 @@ def overlap_for_distance(bound: float) -> float:
 
 
 def _upper_blocks(v, min_overlap: Callable[[], float], work: int) -> Iterator[UpperBlock]:
+    index_dtype = np.int32 if v.num_rows < 2**31 else np.int64
     for block in min_overlap_blocks(v, min_col="diagonal", min_value=min_overlap, work=work):
-        rows, cols = block.rows_cols()
+        rows, cols = (a.astype(index_dtype) for a in block.rows_cols())
         dist = jaccard_from_overlap(block.values)
         np.maximum(dist, 0, out=dist)  # the official code clamps negatives to 0
         diag = cols == rows
