@@ -112,6 +112,16 @@ def test_jaccard_structure_is_canonical(data):
     assert np.all((sparse.data >= 0) & (sparse.data < 1))
 
 
+def test_missing_diagonal_entries_are_added_as_explicit_zeros():
+    from gclreid.clustering.jaccard import with_zero_diagonal
+    m = sp.csr_matrix((np.array([0.5, 0.0, 0.5], np.float32), np.array([1, 2, 0]), np.array([0, 2, 3, 3])),
+                      shape=(3, 3))
+    out = with_zero_diagonal(m)
+    assert out.nnz == 6 and out.has_sorted_indices
+    assert np.array_equal(out.indices, [0, 1, 2, 0, 1, 2]) and np.array_equal(out.indptr, [0, 3, 5, 6])
+    assert np.array_equal(out.data, [0, 0.5, 0, 0.5, 0, 0])  # the stored zero at (0, 2) stays
+
+
 def test_jaccard_small_work_blocks_and_scratch_give_the_same_matrix(data, monkeypatch):
     x, _, _, sparse = data
     monkeypatch.setattr(kreciprocal, "SCRATCH", 2000 * 7)  # 7 rows per block

@@ -103,6 +103,8 @@ class ClusterConfig:
     rho: float = 0.002  # eps = mean of the smallest rho-fraction of non-zero pairwise distances
     min_samples: int = 4
     outliers: str = "drop"  # drop: unclustered images leave this epoch | single: each is its own class
+    instance_epochs: int = 0  # first epochs with every image its own class (instance discrimination), for
+    #                           encoders trained from scratch whose first clustering would be meaningless
 
 
 @dataclass
@@ -127,6 +129,35 @@ class TrainConfig:
 
 
 @dataclass
+class GeneratorConfig:
+    """GCL's view generator (structure encoder, decoder, AdaIN MLPs) and multi-scale discriminator; also
+    used by DG-Net. Defaults = the GCL paper / official configuration (docs/gcl-networks.md)."""
+    input_channels: int = 1  # structure map channels (1: grey mesh render; DG-Net: grey image)
+    dim: int = 16  # structure encoder base width
+    n_downsample: int = 2  # stride-2 steps of the structure encoder (256x128 -> 64x32)
+    n_res: int = 4  # structure encoder residual blocks
+    aspp: bool = True  # the official encoder's ASPP block (not in the paper); doubles the code channels
+    activation: str = "lrelu"
+    pad_type: str = "reflect"
+    dec_n_res: int = 4  # decoder AdaIN residual blocks (2 AdaIN layers each)
+    dec_n_upsample: int = 2  # x2 up-sampling steps of the decoder
+    dec_dropout: float = 0.0
+    dec_tanh: bool = False  # off: the decoder outputs ImageNet-normalised images
+    out_channels: int = 3  # image channels (decoder output, discriminator input)
+    mlp_dim: int = 512  # hidden width of the AdaIN parameter MLPs
+    mlp_blocks: int = 3  # Linear layers per MLP
+    id_dim: int = 0  # flattened identity feature length; 0 = the identity encoder's (channels x model.num_parts)
+    id_chunks: int = 4  # the identity feature is cut into this many chunks, one scale MLP + one shift MLP each
+    init: str = "kaiming"  # generator init: kaiming | gaussian | xavier | orthogonal | default
+    dis_dim: int = 32
+    dis_n_layer: int = 2  # stride-2 steps per discriminator scale
+    dis_n_res: int = 4
+    dis_num_scales: int = 3
+    dis_norm: str = "none"  # none | in | ln
+    dis_init: str = "gaussian"  # N(0, 0.02)
+
+
+@dataclass
 class RunConfig:
     out: str = "runs/default"
     seed: int = 1
@@ -142,6 +173,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 

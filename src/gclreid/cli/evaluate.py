@@ -47,12 +47,16 @@ def run(args: argparse.Namespace) -> int:
     payload = None
     if args.checkpoint:
         payload = read_checkpoint(args.checkpoint)
-        # The network must be built exactly as it was trained: take the checkpoint's model section,
-        # then re-apply the command line on top.
-        saved_model = payload.get("config", {}).get("model")
-        if saved_model:
-            cfg.model = OmegaConf.merge(cfg.model, saved_model)
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o for o in args.overrides if o.startswith("model.")]))
+        # The network must be built, and images sized, exactly as in training: take the checkpoint's
+        # model section and image size, then re-apply the command line on top.
+        saved = payload.get("config", {})
+        layers = [{"model": saved["model"]}] if saved.get("model") else []
+        if saved.get("data"):
+            layers.append({"data": {k: saved["data"][k] for k in ("height", "width") if k in saved["data"]}})
+        if layers:
+            cfg = OmegaConf.merge(cfg, *layers)
+            mine = [o for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "data")]
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(mine))
         cfg.model.pretrained = False  # weights come from the checkpoint
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)

@@ -1,8 +1,8 @@
 """Sparse k-reciprocal Jaccard distance for clustering (the GCL / SpCL / cluster-contrast variant)."""
 from __future__ import annotations
 
+import functools
 import time
-
 from typing import Callable, Iterator, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -30,22 +30,24 @@ def jaccard_from_overlap(overlap: np.ndarray) -> np.ndarray:
     return np.float32(1) - overlap / (np.float32(2) - overlap)
 
 
-class UpperBlock(NamedTuple):
-    """Distances of a block of rows to the columns j ≥ i (diagonal included), sorted by (row, col)."""
+class DistanceBlock(NamedTuple):
+    """Distances of a block of rows (to the columns j ≥ i only, for the upper triangle), sorted by
+    (row, col); the diagonal is included, as 0."""
     rows: np.ndarray  # int32 (int64 beyond 2**31 samples)
     cols: np.ndarray
     dist: np.ndarray  # float32 in [0, 1); the diagonal is 0
 
 
 @torch.no_grad()
-def jaccard_upper_blocks(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: Device = None,
-                         chunk_rows: Optional[int] = None, work: int = DEFAULT_WORK, knn_backend: str = "torch",
-                         max_distance: Union[float, Callable[[], float]] = 1.0,
-                         timings: Optional[dict] = None) -> Tuple[int, Iterator[UpperBlock]]:
-    """The upper triangle (j ≥ i) of :func:`jaccard_distance`, block by block of rows, without
-    ever holding the whole matrix: consumers that only need part of it (DBSCAN needs the pairs
-    within eps) stay at O(N·k) memory. Arguments as for :func:`jaccard_distance`; the input is
-    checked and the encoding V_qe computed before this returns (N, iterator of blocks).
+def jaccard_blocks(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: Device = None,
+                   chunk_rows: Optional[int] = None, work: int = DEFAULT_WORK, knn_backend: str = "torch",
+                   max_distance: Union[float, Callable[[], float]] = 1.0, upper: bool = True,
+                   timings: Optional[dict] = None) -> Tuple[int, Iterator[DistanceBlock]]:
+    """:func:`jaccard_distance` block by block of rows, without ever holding the whole matrix:
+    consumers that only need part of it (DBSCAN needs the pairs within eps) stay at O(N·k)
+    memory. With ``upper`` only the columns j ≥ i (the matrix is symmetric: half the work).
+    Arguments as for :func:`jaccard_distance`; the input is checked and the encoding V_qe
+    computed before this returns (N, iterator of blocks).
 
     Every pair with distance ≤ `max_distance` (a number, or a function asked before each block,
     for a bound that tightens as blocks arrive) is in the blocks, and the diagonal; pairs above it
@@ -63,21 +65,20 @@ def jaccard_upper_blocks(features: ArrayLike, k1: int = 20, k2: int = 6, *, devi
     timings["knn"] = timings.get("knn", 0.0) + time.perf_counter() - start
     start = time.perf_counter()
 
-    def direct(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return pair_distances(x, rows, cols, unit_rows=True)
-
+    # Weights use the kNN distances; pairs of an expanded set outside the k1 nearest (a minority)
+    # are computed directly from the features.
+    direct = functools.partial(pair_distances, x, unit_rows=True)
     pattern = expanded_sets(rank, k1, min(half_columns(k1), k1), work)
     v = encode(pattern, table_distance(rank, neighbours.distances.cpu().numpy(), direct), work)
-    del pattern
     v = query_expand(v, rank, k2)
-    del rank, x, neighbours
+    del pattern, rank, x, neighbours, direct  # only V_qe is needed from here on
     timings["encode"] = timings.get("encode", 0.0) + time.perf_counter() - start
 
     def min_overlap() -> float:
         bound = max_distance() if callable(max_distance) else max_distance
         return overlap_for_distance(bound)
 
-    return n, _upper_blocks(v, min_overlap, work)
+    return n, _distance_blocks(v, min_overlap, work, "diagonal" if upper else 0)
 
 
 def overlap_for_distance(bound: float) -> float:
@@ -89,9 +90,9 @@ def overlap_for_distance(bound: float) -> float:
     return max(0.0, 2 * (1 - bound) / (2 - bound) - 1e-5)
 
 
-def _upper_blocks(v, min_overlap: Callable[[], float], work: int) -> Iterator[UpperBlock]:
+def _distance_blocks(v, min_overlap: Callable[[], float], work: int, min_col) -> Iterator[DistanceBlock]:
     index_dtype = np.int32 if v.num_rows < 2**31 else np.int64
-    for block in min_overlap_blocks(v, min_col="diagonal", min_value=min_overlap, work=work):
+    for block in min_overlap_blocks(v, min_col=min_col, min_value=min_overlap, work=work):
         rows, cols = (a.astype(index_dtype) for a in block.rows_cols())
         dist = jaccard_from_overlap(block.values)
         np.maximum(dist, 0, out=dist)  # the official code clamps negatives to 0
@@ -99,9 +100,9 @@ def _upper_blocks(v, min_overlap: Callable[[], float], work: int) -> Iterator[Up
         dist[diag] = 0
         keep = (dist < 1) | diag
         if keep.all():
-            yield UpperBlock(rows, cols, dist)
+            yield DistanceBlock(rows, cols, dist)
         else:
-            yield UpperBlock(rows[keep], cols[keep], dist[keep])
+            yield DistanceBlock(rows[keep], cols[keep], dist[keep])
 
 
 def jaccard_distance(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: Device = None,
@@ -134,52 +135,93 @@ def jaccard_distance(features: ArrayLike, k1: int = 20, k2: int = 6, *, device: 
     """
     if not 0 < max_distance <= 1:
         raise FeatureError(f"jaccard_distance: max_distance must be in (0, 1], got {max_distance!r}")
-    n, blocks = jaccard_upper_blocks(features, k1, k2, device=device, chunk_rows=chunk_rows, work=work,
-                                     knn_backend=knn_backend, max_distance=max_distance)
-    rows, cols, dist = [], [], []
+    n, blocks = jaccard_blocks(features, k1, k2, device=device, chunk_rows=chunk_rows, work=work,
+                               knn_backend=knn_backend, max_distance=max_distance, upper=False)
+    # Whole rows (not the upper triangle and its mirror): twice the pair work, but the blocks
+    # come out in CSR order and need no transpose-and-merge, which costs more at this density.
+    counts = np.zeros(n, dtype=np.int64)
+    cols, dist = [], []
+    diagonal = 0
     for block in blocks:
-        keep = (block.dist < max_distance) | (block.rows == block.cols)
-        rows.append(block.rows[keep])
+        on_diag = block.rows == block.cols
+        diagonal += int(on_diag.sum())
+        keep = (block.dist < max_distance) | on_diag
+        counts += np.bincount(block.rows[keep], minlength=n)
         cols.append(block.cols[keep])
         dist.append(block.dist[keep])
-    return symmetric_from_upper(n, np.concatenate(rows), np.concatenate(cols), np.concatenate(dist))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    index_dtype = np.int32 if indptr[-1] < 2**31 else np.int64
+    indices = _concatenate(cols, index_dtype)
+    data = _concatenate(dist, np.float32)
+    out = sp.csr_matrix((data, indices, indptr.astype(index_dtype)), shape=(n, n))
+    out.has_sorted_indices = True
+    return out if diagonal == n else with_zero_diagonal(out)
 
 
-def symmetric_from_upper(n: int, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> sp.csr_matrix:
-    """Full symmetric CSR from upper-triangle entries (j ≥ i) sorted by (row, col). Every row gets
-    an explicit diagonal entry (0 unless given) and explicit zeros are kept."""
-    has_diag = np.zeros(n, dtype=bool)
-    has_diag[rows[rows == cols]] = True
-    if not has_diag.all():
-        missing = np.flatnonzero(~has_diag)
-        rows = np.concatenate([rows, missing])
-        cols = np.concatenate([cols, missing])
-        values = np.concatenate([values, np.zeros(missing.size, dtype=values.dtype)])
-        order = np.lexsort((cols, rows))
-        rows, cols, values = rows[order], cols[order], values[order]
-    index_dtype = np.int32 if 2 * rows.size < 2**31 else np.int64
-    upper_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=upper_ptr[1:])
-    strict = cols > rows
-    # The transpose of the strict upper triangle, in CSR with sorted columns: scipy's CSR → CSC
-    # conversion is a stable counting sort that keeps explicit zeros.
-    strict_ptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows[strict], minlength=n), out=strict_ptr[1:])
-    lower = sp.csr_matrix((values[strict], cols[strict].astype(index_dtype), strict_ptr.astype(index_dtype)),
-                          shape=(n, n)).tocsc()
-    lower_ptr = lower.indptr.astype(np.int64)
-    # Row r of the result: its lower entries (columns < r), then its upper ones (columns ≥ r).
-    lower_count = np.diff(lower_ptr)
-    indptr = lower_ptr + upper_ptr
-    lower_rows = np.repeat(np.arange(n), lower_count)
-    lower_dest = indptr[lower_rows] + (np.arange(lower_ptr[-1]) - lower_ptr[lower_rows])
-    upper_dest = indptr[rows] + lower_count[rows] + (np.arange(rows.size) - upper_ptr[rows])
+def with_zero_diagonal(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """`matrix` with every diagonal entry stored, as 0. A row of V_qe without support on itself
+    (conceivable only with many exact duplicates) would otherwise lack its diagonal entry."""
+    coo = matrix.tocoo()
+    on_diag = coo.row == coo.col
+    if on_diag.sum() == matrix.shape[0] and not coo.data[on_diag].any():
+        return matrix
+    n = matrix.shape[0]
+    keep = ~on_diag
+    rows = np.concatenate([coo.row[keep], np.arange(n)])
+    cols = np.concatenate([coo.col[keep], np.arange(n)])
+    data = np.concatenate([coo.data[keep], np.zeros(n, dtype=matrix.dtype)])
+    order = np.lexsort((cols, rows))
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    out = sp.csr_matrix((data[order], cols[order], indptr), shape=matrix.shape)
+    out.has_sorted_indices = True
+    return out
+
+
+def _concatenate(parts: list, dtype) -> np.ndarray:
+    """Concatenate and free the parts as they are copied (peak: the result plus one part)."""
+    out = np.empty(sum(p.size for p in parts), dtype=dtype)
+    pos = 0
+    while parts:
+        part = parts.pop(0)
+        out[pos:pos + part.size] = part
+        pos += part.size
+    return out
+
+
+def symmetric_from_strict_upper(n: int, counts: np.ndarray, cols: np.ndarray, values: np.ndarray,
+                                block_entries: int = 1 << 22) -> sp.csr_matrix:
+    """The full symmetric CSR (sorted indices) from the strict upper triangle given row by row
+    (`counts` entries per row, columns ascending within a row), with an explicit 0 diagonal.
+    Explicit zeros are kept (scipy's sparse addition would drop them, so rows are merged here:
+    row r is its lower part — the transpose of the upper triangle — then the diagonal, then its
+    upper part, written block by block of rows)."""
+    index_dtype = np.int32 if 2 * values.size + n < 2**31 else np.int64
+    up_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=up_ptr[1:])
+    upper = sp.csr_matrix((values.astype(np.float32, copy=False), cols.astype(index_dtype, copy=False),
+                           up_ptr.astype(index_dtype)), shape=(n, n))
+    lower = upper.T.tocsr()  # scipy's CSR → CSC: a stable counting sort, sorted indices, keeps zeros
+    lo_ptr = lower.indptr.astype(np.int64)
+    lo_count, up_count = np.diff(lo_ptr), np.diff(up_ptr)
+    indptr = lo_ptr + up_ptr + np.arange(n + 1)
     indices = np.empty(indptr[-1], dtype=index_dtype)
     data = np.empty(indptr[-1], dtype=np.float32)
-    indices[lower_dest] = lower.indices
-    data[lower_dest] = lower.data
-    indices[upper_dest] = cols
-    data[upper_dest] = values
+    per_row = max(1, int(indptr[-1] // max(n, 1)))
+    for a in range(0, n, max(1, block_entries // per_row)):
+        b = min(n, a + max(1, block_entries // per_row))
+        rows = np.arange(a, b)
+        # lower entries p of row r go to indptr[r] + (p - lo_ptr[r])
+        dest = np.repeat(indptr[a:b] - lo_ptr[a:b], lo_count[a:b]) + np.arange(lo_ptr[a], lo_ptr[b])
+        indices[dest] = lower.indices[lo_ptr[a]:lo_ptr[b]]
+        data[dest] = lower.data[lo_ptr[a]:lo_ptr[b]]
+        diag = indptr[a:b] + lo_count[a:b]
+        indices[diag] = rows
+        data[diag] = 0
+        dest = np.repeat(diag + 1 - up_ptr[a:b], up_count[a:b]) + np.arange(up_ptr[a], up_ptr[b])
+        indices[dest] = upper.indices[up_ptr[a]:up_ptr[b]]
+        data[dest] = upper.data[up_ptr[a]:up_ptr[b]]
     out = sp.csr_matrix((data, indices, indptr.astype(index_dtype)), shape=(n, n))
     out.has_sorted_indices = True
     return out

@@ -36,8 +36,9 @@ def knn(features: ArrayLike, k: int, *, normalize: bool = True,
         backend: str = "torch", return_row_max: bool = False) -> KNN:
     """Exact k nearest neighbours of every row of `features` (N×D) among all rows, self included.
 
-    Distances are squared Euclidean (a sample's distance to itself is reported as exactly 0). With ``normalize=True`` (the clustering convention) rows are
-    L2-normalised first, so the distance is ``2 − 2·cos``. ``backend="torch"`` computes one chunk
+    Distances are squared Euclidean (a sample's distance to itself is reported as exactly 0).
+    With ``normalize=True`` (the clustering convention) rows are L2-normalised first, so the
+    distance is ``2 − 2·cos``. ``backend="torch"`` computes one chunk
     of `chunk_rows` rows of the similarity matrix at a time and keeps its top-k; ``"faiss"`` uses
     an exact flat faiss index (CPU) if faiss is installed. ``return_row_max`` also returns each
     row's largest distance (needed by Zhong et al.'s re-ranking), torch backend only.

@@ -14,7 +14,7 @@ as sparse rows (CSR, numpy) with vectorised operations: memory is O(N·k) plus b
 space, and there is no Python loop over samples. The two users differ only in how many ranking
 columns they use and in the distance: see :mod:`gclreid.clustering.jaccard` and
 :mod:`gclreid.evaluation.rerank`. The kNN itself (the O(N²·D) part) runs in torch on the device of
-the features; these set operations are O(N·k²) and run on the CPU in numpy, which is several
+the features; these set operations (roughly O(N·k²)) run on the CPU in numpy, which is several
 times faster than torch's CPU indexing kernels for this access pattern.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ import scipy.sparse as sp
 # Generated items (pairs, gathered elements) per block: small enough for the temporaries of a block
 # to stay in cache (measured fastest around 128k), and bounds temporary memory (a few MB).
 DEFAULT_WORK = 1 << 17
-# Entries of the dense scratch block that sums the pairs of a block of rows (float32 + bool).
+# Entries (float32) of the dense scratch block that sums the pairs of a block of rows (16 MB).
 SCRATCH = 1 << 22
 
 
@@ -223,8 +223,14 @@ class OverlapBlock(NamedTuple):
     n: int
 
     def rows_cols(self) -> Tuple[np.ndarray, np.ndarray]:
-        local = self.keys // self.n
-        return local + self.row_start, self.keys - local * self.n
+        """(rows, cols) of the entries, int64. (Row boundaries by binary search: numpy's integer
+        division is several times slower than the search and a repeat.)"""
+        num_rows = int(self.keys[-1] // self.n) + 1 if self.keys.size else 0
+        bounds = np.searchsorted(self.keys, np.arange(num_rows + 1, dtype=np.int64) * self.n)
+        local = np.repeat(np.arange(num_rows, dtype=np.int64), np.diff(bounds))
+        cols = self.keys - local * self.n
+        local += self.row_start
+        return local, cols
 
 
 def min_overlap_blocks(v: SparseRows, rows: Tuple[int, int] = (0, -1), min_col: Union[str, int] = "diagonal",

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from sklearn.cluster import DBSCAN
 
 from ._checks import ArrayLike, FeatureError
-from .jaccard import Device, UpperBlock, jaccard_upper_blocks, symmetric_from_upper
+from .jaccard import Device, DistanceBlock, jaccard_blocks, symmetric_from_strict_upper
 from .kreciprocal import DEFAULT_WORK
 from .stats import ClusterStats, cluster_statistics
 
@@ -103,7 +102,7 @@ class _GraphCollector:
         self.cols: list = []
         self.dist: list = []
 
-    def add(self, block: UpperBlock) -> None:
+    def add(self, block: DistanceBlock) -> None:
         strict = block.cols > block.rows
         d = block.dist[strict]
         keep = d <= self.bound
@@ -177,9 +176,9 @@ def pseudo_labels(features: ArrayLike, eps: Optional[float] = None, rho: float =
         raise FeatureError(f"pseudo_labels: eps must be positive, got {eps!r}")
     bound = {"value": np.inf if eps is None else float(eps)}
     timings: dict = {}
-    n, blocks = jaccard_upper_blocks(features, k1, k2, device=device, chunk_rows=chunk_rows, work=work,
-                                     knn_backend=knn_backend, max_distance=lambda: bound["value"],
-                                     timings=timings)
+    n, blocks = jaccard_blocks(features, k1, k2, device=device, chunk_rows=chunk_rows, work=work,
+                               knn_backend=knn_backend, max_distance=lambda: bound["value"], upper=True,
+                               timings=timings)
     start = time.perf_counter()
     if true_ids is not None and len(true_ids) != n:
         raise FeatureError(f"pseudo_labels: {len(true_ids)} true ids for {n} samples")
@@ -197,10 +196,8 @@ def pseudo_labels(features: ArrayLike, eps: Optional[float] = None, rho: float =
         # Every pair of the dense matrix (all distances ≤ 1) is a neighbour: one cluster.
         raw = np.zeros(n, dtype=np.int64) if n >= min_samples else np.full(n, -1, dtype=np.int64)
     else:
-        diag = np.arange(n)
-        order = np.lexsort((np.concatenate([cols, diag]), np.concatenate([rows, diag])))
-        graph = symmetric_from_upper(n, np.concatenate([rows, diag])[order], np.concatenate([cols, diag])[order],
-                                     np.concatenate([dist, np.zeros(n, np.float32)])[order])
+        # Blocks arrive in (row, col) order and filtering keeps it: the rows are CSR-ready.
+        graph = symmetric_from_strict_upper(n, np.bincount(rows, minlength=n), cols, dist)
         raw = dbscan_precomputed(graph, eps_used, min_samples)
     timings["dbscan"] = time.perf_counter() - start
     result = _apply_policy(raw, eps_used, outliers, true_ids)

@@ -25,7 +25,7 @@ class ClusterContrast(Method):
 
     def start_epoch(self, epoch):
         features = train_features(self.encoder, self.records, self.cfg, self.device)
-        self.labels, stats = update_pseudo_labels(features, self.cfg, [r.pid for r in self.records])
+        self.labels, stats = update_pseudo_labels(features, self.cfg, [r.pid for r in self.records], epoch)
         num_clusters = int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
         if num_clusters < 2:
             raise RuntimeError(f"epoch {epoch}: clustering found {num_clusters} clusters; cluster contrast needs at "

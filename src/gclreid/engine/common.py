@@ -74,8 +74,11 @@ def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.dev
     return features
 
 
-def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = ()) -> Tuple[np.ndarray, Dict[str, float]]:
+def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = (), epoch: int = 0
+                         ) -> Tuple[np.ndarray, Dict[str, float]]:
     """DBSCAN on the k-reciprocal Jaccard distance → (labels, statistics).
+
+    During the first cluster.instance_epochs epochs every image is its own class instead.
 
     Labels are contiguous from 0; under outliers=drop unclustered images are −1, under single each
     gets a class of its own. Statistics include NMI/ARI/purity against `true_pids` when those are
@@ -83,6 +86,9 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
     """
     from ..clustering import pseudo_labels
     c = cfg.cluster
+    if epoch < c.instance_epochs:
+        return np.arange(len(features), dtype=np.int64), {"num_clusters": len(features), "num_outliers": 0,
+                                                          "num_classes": len(features), "instance": True}
     pids = np.asarray(true_pids)
     known = len(pids) == len(features) and len(pids) > 0 and bool((pids >= 0).all())
     result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,

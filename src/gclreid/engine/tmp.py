@@ -23,7 +23,7 @@ class TMP(Method):
 
     def start_epoch(self, epoch):
         features = train_features(self.encoder, self.records, self.cfg, self.device)
-        self.labels, stats = update_pseudo_labels(features, self.cfg, [r.pid for r in self.records])
+        self.labels, stats = update_pseudo_labels(features, self.cfg, [r.pid for r in self.records], epoch)
         return stats
 
     def loader(self, epoch):

@@ -1,14 +1,27 @@
 """Networks: the ResNet backbone (torchvision-compatible names), ImageNet weight loading and GCL's
-identity encoder Eid. See docs/models.md."""
+identity encoder Eid (docs/models.md); the structure encoder, decoder, AdaIN MLPs and multi-scale
+discriminator of the view generator (docs/gcl-networks.md)."""
 from .identity_encoder import (IdentityEncoder, IdentityOutput, build_identity_encoder, flatten_parts,
                                map_official_eid_state)
 from .resnet import RESNET_ARCHS, ResNet, build_resnet, resnet18, resnet34, resnet50, resnet101
 from .weights import (IMAGENET_FILES, WeightsReport, find_imagenet_weights, hub_checkpoint_dir,
                       load_imagenet_weights, read_state_dict)
+from .blocks import (MLP, ASPP, AdaINResBlock, AdaptiveInstanceNorm2d, Conv2dBlock, LayerNorm, ResBlock,
+                     init_weights)
+from .decoder import AdaINParamMLPs, Decoder, Generator, build_generator
+from .discriminator import MultiScaleDiscriminator, PatchDiscriminator, build_discriminator
+from .structure_encoder import StructureEncoder
+from .summary import (SUMMARY_KEYS, build_gcl_networks, count_parameters, format_parameter_table,
+                      gcl_parameter_counts, gcl_parameter_details)
 
 __all__ = [
     "ResNet", "RESNET_ARCHS", "build_resnet", "resnet18", "resnet34", "resnet50", "resnet101",
     "IMAGENET_FILES", "WeightsReport", "find_imagenet_weights", "hub_checkpoint_dir", "load_imagenet_weights",
     "read_state_dict",
     "IdentityEncoder", "IdentityOutput", "build_identity_encoder", "flatten_parts", "map_official_eid_state",
+    "Conv2dBlock", "ResBlock", "AdaINResBlock", "AdaptiveInstanceNorm2d", "LayerNorm", "ASPP", "MLP", "init_weights",
+    "StructureEncoder", "Decoder", "AdaINParamMLPs", "Generator", "build_generator",
+    "PatchDiscriminator", "MultiScaleDiscriminator", "build_discriminator",
+    "SUMMARY_KEYS", "count_parameters", "build_gcl_networks", "gcl_parameter_counts", "gcl_parameter_details",
+    "format_parameter_table",
 ]
