@@ -17,7 +17,7 @@ through /proc/self/clear_refs) while one step runs in a fresh child process (Lin
 comparable between the two patterns).
 
 Usage: python bench/bench_gcl_networks.py [--quick] [--device auto|cpu|cuda] [--batch N]
-Times are the best of several calls. Writes bench/results/gcl_networks.json and prints a table.
+Times are the median (and best) of several calls; ratios use medians. Writes bench/results/gcl_networks.json and prints a table.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,9 +47,8 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Best seconds per call over ``repeats`` calls (the minimum is the least disturbed by other
-    processes on a shared machine)."""
+def time_call(fn, device: torch.device, repeats: int, warmup: int = 1) -> Tuple[float, float]:
+    """(median, best) seconds per call over ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -58,7 +58,8 @@ def time_call(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
         fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return min(times)
+    times.sort()
+    return times[len(times) // 2], times[0]
 
 
 # ---------------------------------------------------------------- discriminator step
@@ -159,11 +160,11 @@ def main() -> int:
     batch = args.batch or (16 if device.type == "cuda" else 2)
     rows, ratios = [], {}
 
-    def add(name, seconds=None, **extra):
-        rows.append({"case": name, **({"seconds": round(seconds, 5)} if seconds is not None else {}), **extra})
-        text = f"{seconds * 1000:10.1f} ms" if seconds is not None else " " * 13
+    def add(name, timing, **extra):
+        median, best = timing
+        rows.append({"case": name, "seconds": round(median, 5), "best_seconds": round(best, 5), **extra})
         extras = "  ".join(f"{k}={v}" for k, v in extra.items())
-        print(f"{name:<58} {text}  {extras}", flush=True)
+        print(f"{name:<58} {median * 1000:10.1f} ms (best {best * 1000:8.1f})  {extras}", flush=True)
 
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()}")
 
@@ -176,7 +177,7 @@ def main() -> int:
         times[pattern] = time_call(lambda: _d_step(disc, real, fakes, pattern), device, repeats)
         add(f"D step {pattern} (paper D, 256x128, batch {batch}, 3 fakes)", times[pattern],
             peak_mib=round(peaks[pattern] / 2 ** 20, 1), loss=round(values[pattern], 6))
-    ratios["d_step_speedup"] = round(times["official"] / times["ours"], 3)
+    ratios["d_step_speedup"] = round(times["official"][0] / times["ours"][0], 3)
     ratios["d_step_memory_ratio"] = round(peaks["ours"] / max(peaks["official"], 1), 3)
     ratios["d_step_loss_rel_diff"] = abs(values["ours"] - values["official"]) / abs(values["official"])
 
@@ -199,7 +200,7 @@ def main() -> int:
     add(f"view losses loop (N=12936, B={len(idx)}, K={k}) fwd+bwd", t_loop)
     add(f"view losses vectorised (N=12936, B={len(idx)}, K={k}) fwd+bwd", t_vec)
     add("sampling alone (positives + K negatives, vectorised)", t_sample)
-    ratios["view_loss_speedup"] = round(t_loop / t_vec, 3)
+    ratios["view_loss_speedup"] = round(t_loop[0] / t_vec[0], 3)
 
     # Memory update
     feats = torch.randn(len(idx), 512, device=device)
@@ -213,7 +214,7 @@ def main() -> int:
     t_uvec = time_call(lambda: memory.update(idx, feats), device, cheap)
     add("memory update loop", t_uloop)
     add("memory update vectorised", t_uvec)
-    ratios["memory_update_speedup"] = round(t_uloop / t_uvec, 3)
+    ratios["memory_update_speedup"] = round(t_uloop[0] / t_uvec[0], 3)
 
     print()
     for key, value in ratios.items():

@@ -158,7 +158,7 @@ def test_identities_and_cameras():
     assert sample_identity(7, 5, 5) == people[4]
     assert people[4] != sample_identity(8, 5, 5)
     # Many people look different from behind (the point of cross-view matching).
-    assert 0.4 < np.mean([p.differs_front_back() for p in people]) < 0.95
+    assert 0.6 < np.mean([p.differs_front_back() for p in people]) < 0.99
     assert {p.lower_kind for p in people} == {"trousers", "shorts", "skirt"}
     assert identity_from_dict(json.loads(json.dumps(people[0].to_dict()))) == people[0]
     cams = sample_cameras(3, 5)

@@ -158,6 +158,39 @@ class GeneratorConfig:
 
 
 @dataclass
+class GCLConfig:
+    """GCL stages 2 and 3 (train.method: gcl). Defaults follow the paper; `official` switches in comments."""
+    stage: int = 3  # 2: generator warm-up with the identity encoder frozen | 3: joint training
+    init: str = ""  # gclreid checkpoint (e.g. stage 2's last.pt) to load the identity encoder, generator and D from
+    structure_root: str = ""  # folder with <train|test>/render[_deg]/; empty = <data.root>/structures
+    angles: List[int] = field(default_factory=lambda: [45, 90, 135, 180, 225, 270, 315])  # official: 45…270
+    lambda_img: float = 5.0
+    lambda_feat: float = 5.0
+    feat_target: str = "new"  # L_feat on Eid(x'_new) (paper Eq. 2) | ori: Eid(x'_ori) and Eid(x''_ori) (code)
+    gan_type: str = "lsgan"  # lsgan (+R1, official code) | nsgan (paper Eq. 3)
+    gan_weight: float = 1.0
+    r1_weight: float = 0.01
+    share_real: bool = True  # D(real) and R1 once per D step, scaled (official: recomputed for each fake)
+    lr_g: float = 1e-4  # Adam, structure encoder + decoder + MLPs
+    lr_d: float = 1e-4  # Adam, discriminator
+    betas_gd: List[float] = field(default_factory=lambda: [0.0, 0.999])
+    weight_decay_gd: float = 5e-4
+    view_contrast: str = "paper"  # preset of the view-contrast options: paper | official
+    lvi2_positive: str = ""  # live (paper Eq. 7) | memory (code); empty = the preset's
+    shared_positive: Optional[bool] = None  # one f_pos for Eq. 6 and 8 (paper) vs independent (code)
+    outliers_as_negatives: Optional[bool] = None  # unclustered memory rows are negatives (code: yes)
+    anchor_as_positive: Optional[bool] = None  # the anchor's own row may be drawn as f_pos (code: yes)
+    temperature: float = 0.04
+    num_negatives: int = 8192
+    memory_momentum: float = 0.2  # Eq. 5: M[i] <- normalise(0.2 M[i] + 0.8 f)
+    # Loss terms (the paper's Table 3 rows are subsets): gan (adversarial + reconstruction), lvi, lvi2,
+    # lvi3, contrast_only (L_vi without generation: sim(f, f_pos) against memory negatives).
+    losses: List[str] = field(default_factory=lambda: ["gan", "lvi", "lvi2", "lvi3"])
+    augment: bool = False  # traditional augmentation (data.transforms) of the real image (code: none)
+    grid_every: int = 0  # iterations between PNG grids of generated images (0: only at the end of each epoch)
+
+
+@dataclass
 class RunConfig:
     out: str = "runs/default"
     seed: int = 1
@@ -174,6 +207,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    gcl: GCLConfig = field(default_factory=GCLConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 

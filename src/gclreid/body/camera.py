@@ -47,12 +47,13 @@ class OrthoCamera:
 
     def view_rotation(self, yaw_deg: Tensor) -> Tensor:
         """Rotation [N, 3, 3] from the body frame to view axes (X right, Y down, Z away)."""
-        el = self.elevation * (math.pi / 180.0)
+        yaw_deg = torch.as_tensor(yaw_deg, dtype=torch.float32)
+        el = self.elevation.to(yaw_deg.device) * (math.pi / 180.0)
         c, s = torch.cos(el), torch.sin(el)
         one, zero = torch.ones_like(c), torch.zeros_like(c)
         # Rows: image right = x; image down = -(y cos e - z sin e); depth = -(y sin e + z cos e).
         view = torch.stack((one, zero, zero, zero, -c, s, zero, -s, -c), -1).reshape(-1, 3, 3)
-        return view @ rot_y(torch.as_tensor(yaw_deg, dtype=c.dtype) * (math.pi / 180.0))
+        return view @ rot_y(yaw_deg * (math.pi / 180.0))
 
     def project(self, segments: Segments, yaw_deg: Tensor) -> Segments:
         """Body-frame segments → view-space segments (pixels)."""

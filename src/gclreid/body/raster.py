@@ -4,14 +4,15 @@ Every pixel ``(X, Y)`` shoots the ray ``(X, Y, t)``, ``t`` = depth. For one prim
 its local frame (where it is an ordinary round cone), the ray's entry point solves a quadratic in
 ``t`` whose coefficients are polynomials of degree <= 2 in the pixel offsets ``u = X - a_x`` and
 ``v = Y - a_y``. Those polynomial coefficients are computed once per primitive; per pixel only a
-few multiply-adds, three square roots and some comparisons remain, evaluated on the primitive's
-bounding-box window (a separable row × column grid) rather than the whole image.
+few multiply-adds, a square root and some comparisons remain, evaluated on small windows (the
+lateral surface on the primitive's bounding box, each end sphere on its own; separable row ×
+column grids) rather than the whole image.
 
 The z-buffer holds one float per pixel, ``floor(16 * depth + offset) * 256 + slot``: the smallest
 key is the front-most surface and its low bits name the primitive, so the depth test is a single
-``fmin``; the deferred pass then re-derives the surface (normal, local coordinates) only at
-covered pixels. All per-pixel arithmetic is IEEE-exact (+ - * / sqrt floor), so results do not
-depend on batch size, window size or thread count.
+``scatter_reduce(amin)``; the deferred pass then re-derives the surface (normal, local
+coordinates) only at covered pixels. All per-pixel arithmetic is IEEE-exact (+ - * / sqrt floor
+min), so results do not depend on batch size, window size or thread count.
 
 Derivation (round cone, sphere centres A=0 and B=ba, radii ra, rb; ray o + t r): the lateral
 surface is the cone tangent to both spheres, ``d2 (l2 |p|^2 - y^2) = (ra l2 - rr y)^2`` with

@@ -54,6 +54,7 @@ class Outfit:
     hat: Tensor         # [N] bool
     skirt_len: Tensor   # [N] fraction of stature
     jacket: Tensor      # [N] bool
+    pattern_front: Tensor  # [N] bool: pattern on the front only
 
     @staticmethod
     def from_identities(people: Sequence[Identity]) -> "Outfit":
@@ -88,6 +89,7 @@ class Outfit:
             hat=t([p.hat is not None for p in people], torch.bool),
             skirt_len=t([p.skirt_length for p in people]),
             jacket=t([p.upper.kind == "jacket" for p in people], torch.bool),
+            pattern_front=t([p.upper.pattern_front_only for p in people], torch.bool),
         )
 
 
@@ -259,16 +261,17 @@ def albedo(surf: Surface, outfit: Outfit, torso_len: Tensor) -> Tensor:
         h_bit = _parity(height / stripe) > 0.5
         v_bit = _parity((side * 0.16 + 1.0) / stripe) > 0.5
         bit = ((pattern == 1) & h_bit) | ((pattern == 2) & v_bit) | ((pattern == 3) & (h_bit ^ v_bit))
-        tm = torch.where(bit, M["upper2"], M["upper"])
         front = fwd > 0.0
-        tm = torch.where(outfit.open_front.to(dev)[tb] & front & (side.abs() < 0.3), M["inner"], tm)
+        bit &= front | ~outfit.pattern_front.to(dev)[tb]
+        tm = torch.where(bit, M["upper2"], M["upper"])
+        tm = torch.where(outfit.open_front.to(dev)[tb] & front & (side.abs() < 0.45), M["inner"], tm)
         pk = outfit.front_print.to(dev)[tb]
-        circle = (side / 0.42) ** 2 + ((tax - 0.55) / 0.3) ** 2 < 1.0
-        square = (side.abs() < 0.4) & ((tax - 0.55).abs() < 0.22)
-        band = (tax > 0.45) & (tax < 0.64)
-        printed = chest & (fwd > 0.35) & (((pk == 1) & circle) | ((pk == 2) & square) | ((pk == 3) & band))
+        circle = (side / 0.55) ** 2 + ((tax - 0.55) / 0.33) ** 2 < 1.0
+        square = (side.abs() < 0.55) & ((tax - 0.55).abs() < 0.28)
+        band = (tax > 0.4) & (tax < 0.68)
+        printed = chest & (fwd > 0.25) & (((pk == 1) & circle) | ((pk == 2) & square) | ((pk == 3) & band))
         tm = torch.where(printed, M["print"], tm)
-        panel = chest & outfit.back_panel.to(dev)[tb] & (fwd < -0.3) & (side.abs() < 0.6) & (tax > 0.15) & (tax < 0.9)
+        panel = chest & outfit.back_panel.to(dev)[tb] & (fwd < -0.25) & (side.abs() < 0.75) & (tax > 0.1) & (tax < 0.92)
         mat[ti] = torch.where(panel, M["upper2"], tm)
 
     # Head: hair on top and at the back (more for long hair), eyes on the face.

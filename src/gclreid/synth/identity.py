@@ -52,6 +52,7 @@ class Garment:
     open_front: bool = False            # open jacket: inner shirt visible in a front band
     inner_color: RGB = (0.9, 0.9, 0.9)
     back_panel: bool = False            # a differently coloured panel on the back
+    pattern_front_only: bool = False    # the pattern is printed on the front only (sports / graphic top)
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Identity:
         """Whether front and back views of this person differ in clothing or accessories."""
         u = self.upper
         return bool(u.front_print or u.open_front or u.back_panel or self.backpack
-                    or self.hair_style in ("long", "ponytail"))
+                    or (u.pattern != "plain" and u.pattern_front_only) or self.hair_style in ("long", "ponytail"))
 
 
 def _colour(rng: np.random.Generator, avoid: Optional[RGB] = None) -> RGB:
@@ -132,14 +133,14 @@ def sample_identity(seed: int, index: int, pid: int) -> Identity:
     color2 = _colour(rng, avoid=color)
     pattern = str(rng.choice(["plain", "hstripes", "vstripes", "checks"], p=[0.55, 0.2, 0.1, 0.15]))
     upper = Garment(kind=kind, sleeves=sleeves, color=color, color2=color2, pattern=pattern,
-                    stripe=float(rng.uniform(0.03, 0.07)))
-    if kind != "jacket" and rng.random() < 0.4:
+                    stripe=float(rng.uniform(0.03, 0.07)), pattern_front_only=bool(rng.random() < 0.5))
+    if kind != "jacket" and rng.random() < 0.55:
         upper.front_print = str(rng.choice(["circle", "square", "band"]))
         upper.print_color = _colour(rng, avoid=color)
-    if kind == "jacket" and rng.random() < 0.6:
+    if kind == "jacket" and rng.random() < 0.75:
         upper.open_front = True
         upper.inner_color = _colour(rng, avoid=color)
-    if rng.random() < 0.2:
+    if rng.random() < 0.35:
         upper.back_panel = True
 
     lower_kind = str(rng.choice(["trousers", "shorts", "skirt"], p=[0.55, 0.15, 0.30] if feminine else [0.82, 0.18, 0.0]))
@@ -148,7 +149,7 @@ def sample_identity(seed: int, index: int, pid: int) -> Identity:
     ident = Identity(pid=pid, shape=[float(x) for x in shape], gait=gait, skin=skin, hair_color=hair_color,
                      hair_style=hair_style, upper=upper, lower_kind=lower_kind, lower_color=lower_color, shoes=shoes,
                      skirt_length=float(rng.uniform(0.15, 0.24)))
-    if rng.random() < 0.3:
+    if rng.random() < 0.35:
         ident.backpack = _colour(rng)
     if rng.random() < 0.2:
         ident.bag = _colour(rng)

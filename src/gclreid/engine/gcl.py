@@ -1,0 +1,260 @@
+"""GCL (seed 000/001): the view generator (stage 2) and joint generative–contrastive training (stage 3).
+
+One iteration, with x an image, s its structure map and s' the map turned by a random angle:
+
+    parts, f      = Eid(x)                    part features (generator input) and embedding
+    x'_ori, x'_new = G(Estr(s), parts), G(Estr(s'), parts)
+    parts_new, f'_new = Eid(x'_new)
+    x''_ori       = G(Estr(s), parts_new)     cycle back to the original view
+
+D step on (x; x'_ori, x'_new, x''_ori), then one backward of
+L = λimg·L_img + λfeat·L_feat + L_gan (+ L_vi + L'_vi + L''_vi in stage 3) that steps G (and Eid in
+stage 3). Stage 2 freezes Eid's parameters (no gradients computed for them) and its BatchNorm
+(eval mode); gradients still flow through it to the generated images for L_feat. Stage 3 keeps a
+memory bank of all training images (Eq. 5), clusters it every epoch and trains everything jointly.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import SubsetRandomSampler
+
+from ..checkpoint import load_model_state, read_checkpoint
+from ..config import ConfigError, OptimConfig
+from ..errors import CheckpointError
+from ..losses import (ViewContrastLoss, discriminator_loss, feature_reconstruction_loss, generator_adversarial_loss,
+                      image_reconstruction_loss)
+from ..models import build_discriminator, build_generator, flatten_parts
+from .common import build_encoder, train_features, update_pseudo_labels
+from .data import Limited, usable_train_records
+from .method import Method, register_method
+from .optim import build_optimizer
+
+log = logging.getLogger("gclreid")
+
+LOSS_TERMS = ("gan", "lvi", "lvi2", "lvi3", "contrast_only")
+
+
+def _requires_grad(module: torch.nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+@register_method("gcl")
+class GCL(Method):
+    def __init__(self, cfg, dataset, device):
+        super().__init__(cfg, dataset, device)
+        g = cfg.gcl
+        if g.stage not in (2, 3):
+            raise ConfigError(f"gcl.stage={g.stage} must be 2 (generator warm-up) or 3 (joint training)")
+        unknown = set(g.losses) - set(LOSS_TERMS)
+        if unknown or not g.losses:
+            raise ConfigError(f"gcl.losses={list(g.losses)}: expected a non-empty subset of {list(LOSS_TERMS)}")
+        if g.stage == 2 and "gan" not in g.losses:
+            raise ConfigError("gcl.stage=2 trains the generator: gcl.losses must include 'gan'")
+        self.records = usable_train_records(dataset, cfg)
+        encoder = build_encoder(cfg, device)
+        generator = build_generator(cfg.generator, encoder.part_dim).to(device)
+        discriminator = build_discriminator(cfg.generator).to(device)
+        self.models = {"identity_encoder": encoder, "generator": generator, "discriminator": discriminator}
+        if g.init:
+            self._load_init(g.init)
+        adam = dict(name="adam", weight_decay=g.weight_decay_gd, betas=list(g.betas_gd))
+        self.optimizers = {
+            "generator": build_optimizer([generator], OptimConfig(lr=g.lr_g, **adam), cfg.train.batch_size),
+            "discriminator": build_optimizer([discriminator], OptimConfig(lr=g.lr_d, **adam), cfg.train.batch_size),
+        }
+        if g.stage == 3:
+            self.optimizers["identity_encoder"] = build_optimizer([encoder], cfg.optim, cfg.train.batch_size)
+        self.contrast: Optional[ViewContrastLoss] = None
+        if g.stage == 3:
+            options = {k: getattr(g, k) for k in ("shared_positive", "outliers_as_negatives", "anchor_as_positive")
+                       if getattr(g, k) is not None}
+            if g.lvi2_positive:
+                options["lvi2_positive"] = g.lvi2_positive
+            self.contrast = ViewContrastLoss(len(self.records), encoder.embed_dim, temperature=g.temperature,
+                                             momentum=g.memory_momentum, num_negatives=g.num_negatives,
+                                             preset=g.view_contrast, **options).to(device)
+        self.memory_ready = False
+        self.labels = np.full(len(self.records), -1, dtype=np.int64)
+        self.grid_images = None
+        self._items = None  # the StructureDataset, built on first use
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def _load_init(self, path: str) -> None:
+        payload = read_checkpoint(path)
+        found = [name for name in self.models if name in payload["models"]]
+        if not found:
+            raise CheckpointError(f"gcl.init={path} holds none of {sorted(self.models)} (it has "
+                                  f"{sorted(payload['models'])})")
+        for name in found:
+            load_model_state(self.models[name], payload["models"][name], source=f"model {name!r} in {path}")
+        log.info("loaded %s from %s", ", ".join(found), path)
+
+    def structure_root(self) -> Path:
+        return Path(self.cfg.gcl.structure_root or Path(self.cfg.data.root) / "structures")
+
+    def _dataset(self, records, augment: bool):
+        from ..data import build_test_transform, build_train_transform
+        from ..structures import StructureDataset
+        d = self.cfg.data
+        transform = build_train_transform(d) if augment else build_test_transform(d)
+        return StructureDataset(records, self.structure_root(), transform, d.height, d.width,
+                                angles=tuple(self.cfg.gcl.angles))
+
+    # -- epoch ------------------------------------------------------------------------------------------
+    def start_epoch(self, epoch):
+        if self.cfg.gcl.stage == 2:
+            return {}
+        if not self.memory_ready:
+            self.contrast.memory.initialise(train_features(self.encoder, self.records, self.cfg, self.device))
+            self.memory_ready = True
+        # GCL clusters the memory bank (momentum-averaged features), not freshly extracted ones.
+        self.labels, stats = update_pseudo_labels(self.contrast.memory.features.cpu(), self.cfg,
+                                                  [r.pid for r in self.records], epoch)
+        self.contrast.memory.set_labels(self.labels)
+        return stats
+
+    def loader(self, epoch):
+        from ..data import build_loader
+        t = self.cfg.train
+        if self._items is None:
+            self._items = self._dataset(self.records, self.cfg.gcl.augment)
+        # Stage 3 trains on clustered images only (as the official code); `index` stays the memory row.
+        keep = np.arange(len(self.records)) if self.cfg.gcl.stage == 2 else np.flatnonzero(self.labels >= 0)
+        if len(keep) < t.batch_size:
+            from ..errors import DatasetError
+            raise DatasetError(f"only {len(keep)} training images are usable this epoch, fewer than one batch "
+                               f"(train.batch_size={t.batch_size})")
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        sampler = SubsetRandomSampler(keep.tolist(), generator=generator)
+        loader = build_loader(self._items, t.batch_size, sampler=sampler, workers=self.cfg.data.workers,
+                              drop_last=True)
+        return Limited(loader, t.iters_per_epoch)
+
+    def train_mode(self):
+        super().train_mode()
+        if self.cfg.gcl.stage == 2:
+            self.encoder.eval()
+            _requires_grad(self.encoder, False)
+
+    # -- iteration --------------------------------------------------------------------------------------
+    def generate(self, x, s0, s1, with_cycle: bool = True) -> Dict[str, torch.Tensor]:
+        """All forward passes of one iteration (no losses): the dict holds every image and feature."""
+        eid, gen = self.encoder, self.models["generator"]
+        out = eid(x)
+        code0, code1 = gen.encode_structure(s0), gen.encode_structure(s1)
+        x_ori = gen.decode(code0, out.parts)
+        x_new = gen.decode(code1, out.parts)
+        out_new = eid(x_new)
+        r = {"x": x, "parts": flatten_parts(out.parts), "f": out.embedding, "x_ori": x_ori, "x_new": x_new,
+             "parts_new": flatten_parts(out_new.parts), "f_new": out_new.embedding}
+        if with_cycle:
+            r["x_cycle"] = gen.decode(code0, out_new.parts)
+        return r
+
+    def step(self, batch):
+        g = self.cfg.gcl
+        x = batch["image"].to(self.device)
+        s0, s1 = batch["structure"].to(self.device), batch["structure_new"].to(self.device)
+        index = batch["index"].to(self.device)
+        losses: Dict[str, torch.Tensor] = {}
+        use_gan = "gan" in g.losses
+        eid = self.encoder
+        if not use_gan:  # contrast only: no generation at all (Table 3, rows 2-3)
+            with self.autocast():
+                f = eid(x).embedding
+            total = self.contrast.contrast_only(f, index)
+            losses["contrast_only"] = total
+            self.optimise(total, ["identity_encoder"])
+            self.contrast.memory.update(index, f.detach())
+            return {k: v.detach() for k, v in {**losses, "loss": total}.items()}
+
+        with self.autocast():
+            r = self.generate(x, s0, s1)
+        fakes = [r["x_ori"], r["x_new"], r["x_cycle"]]
+        # D step on detached fakes.
+        D = self.models["discriminator"]
+        with self.autocast():
+            d_loss = discriminator_loss(D, x, fakes, gan_type=g.gan_type, r1_weight=g.r1_weight,
+                                        share_real=g.share_real)
+        self.optimise(d_loss.total, ["discriminator"])
+        losses.update(d_total=d_loss.total, d_r1=d_loss.r1)
+
+        # G (+ Eid) step.
+        _requires_grad(D, False)
+        try:
+            with self.autocast():
+                adv = generator_adversarial_loss(D, fakes, gan_type=g.gan_type)
+                l_img = image_reconstruction_loss(x, r["x_ori"], r["x_cycle"])
+                f_ori = flatten_parts(eid(r["x_ori"]).parts)
+                if g.feat_target == "new":
+                    l_feat = feature_reconstruction_loss(r["parts"], f_ori, f_new=r["parts_new"], target="new")
+                else:
+                    f_cycle = flatten_parts(eid(r["x_cycle"]).parts)
+                    l_feat = feature_reconstruction_loss(r["parts"], f_ori, f_cycle=f_cycle, target=g.feat_target)
+            total = g.gan_weight * adv + g.lambda_img * l_img + g.lambda_feat * l_feat
+            losses.update(g_adv=adv, l_img=l_img, l_feat=l_feat)
+            if g.stage == 3:
+                vi = self.contrast(r["f"], r["f_new"], index)
+                for name in ("lvi", "lvi2", "lvi3"):
+                    if name in g.losses:
+                        total = total + vi[name]
+                        losses[name] = vi[name]
+                if "contrast_only" in g.losses:
+                    extra = self.contrast.contrast_only(r["f"], index)
+                    total = total + extra
+                    losses["contrast_only"] = extra
+            self.optimise(total, ["generator", "identity_encoder"] if g.stage == 3 else ["generator"])
+        finally:
+            _requires_grad(D, True)
+        if g.stage == 3:
+            self.contrast.memory.update(index, r["f"].detach())
+        losses["loss"] = total
+        return {k: v.detach() for k, v in losses.items()}
+
+    # -- end of epoch: pictures --------------------------------------------------------------------------
+    def end_epoch(self, epoch):
+        self.save_grid(Path(self.cfg.run.out) / "grids" / f"epoch_{epoch + 1:03d}.png")
+        return {}
+
+    @torch.no_grad()
+    def save_grid(self, path: Path, count: int = 6) -> Path:
+        """(input, structure 0°, reconstruction, structure at a new angle, novel view, cycle) for fixed
+        training images (and test images when their structure maps exist)."""
+        from ..evaluation.visual import save_image_grid
+        if self.grid_images is None:
+            picks = np.linspace(0, len(self.records) - 1, num=min(count, len(self.records))).astype(int)
+            items = [self._dataset([self.records[i] for i in picks], augment=False)[k] for k in range(len(picks))]
+            self.grid_images = {k: torch.stack([torch.as_tensor(it[k]) for it in items])
+                                for k in ("image", "structure", "structure_new")}
+        modes = {name: m.training for name, m in self.models.items()}
+        for m in self.models.values():
+            m.eval()
+        try:
+            b = self.grid_images
+            r = self.generate(b["image"].to(self.device), b["structure"].to(self.device),
+                              b["structure_new"].to(self.device))
+        finally:
+            for name, m in self.models.items():
+                m.train(modes[name])
+        return save_image_grid([b["image"], b["structure"], r["x_ori"], b["structure_new"], r["x_new"], r["x_cycle"]],
+                               ["input", "s 0deg", "recon", "s new", "novel", "cycle"], path)
+
+    # -- checkpoint state ---------------------------------------------------------------------------------
+    def state(self):
+        state = {"labels": self.labels, "memory_ready": self.memory_ready}
+        if self.contrast is not None:
+            state["memory"] = self.contrast.memory.state_dict()
+        return state
+
+    def load_state(self, state):
+        self.labels = np.asarray(state.get("labels", self.labels))
+        self.memory_ready = bool(state.get("memory_ready", False))
+        if self.contrast is not None and "memory" in state:
+            self.contrast.memory.load_state_dict(state["memory"])
