@@ -197,21 +197,25 @@ def _part_table(prep: _Prepared, origin: Tuple[Tensor, Tensor], rows: Tuple[Tens
     depth-key scale and the part's polynomial coefficients. Slicing one slot gives every
     per-body constant at once, which keeps Python overhead per part small."""
     r0, c0 = origin
-    inv_unit = 1.0 / prep.unit
-    head = [(r0.float() + 0.5 - prep.ay) * inv_unit, (c0.float() + 0.5 - prep.ax) * inv_unit, inv_unit,
-            prep.unit * DEPTH_STEPS]
+    head = [r0.float() + 0.5, c0.float() + 0.5, prep.ay, prep.ax, 1.0 / prep.unit, prep.unit * DEPTH_STEPS]
     cols = head + [c for r in rows for c in (r.unbind(-1) if r.dim() == 3 else (r,))]
     return torch.stack(cols).permute(2, 0, 1).contiguous()             # [P, K, N]
 
 
-# Row layout of the part tables (after the 4 header rows: v offset, u offset, 1/unit, key scale).
-_V0, _U0, _IU, _KS = 0, 1, 2, 3
+# Row layout of the part tables (6 header rows: first row and column centres of the window, a_y,
+# a_x, 1/unit, depth-key scale).
+_R0, _C0, _AY, _AX, _IU, _KS = 0, 1, 2, 3, 4, 5
 
 
 def _grid(c: Tensor, h: int, w: int, dev) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Window pixel offsets from ``a`` in local units: v, v^2 [n, h, 1] and u, u^2 [n, 1, w]."""
-    v = torch.addcmul(c[_V0], torch.arange(h, device=dev, dtype=torch.float32)[None, :, None], c[_IU])
-    u = torch.addcmul(c[_U0], torch.arange(w, device=dev, dtype=torch.float32)[None, None, :], c[_IU])
+    """Window pixel offsets from ``a`` in local units: v, v^2 [n, h, 1] and u, u^2 [n, 1, w].
+
+    Pixel centres are exact (integer + 0.5) before the offset, so a pixel's value does not depend
+    on where its window starts: renders are identical whatever the batch and window sizes."""
+    rows = c[_R0] + torch.arange(h, device=dev, dtype=torch.float32)[None, :, None]
+    cols = c[_C0] + torch.arange(w, device=dev, dtype=torch.float32)[None, None, :]
+    v = (rows - c[_AY]) * c[_IU]
+    u = (cols - c[_AX]) * c[_IU]
     return v, v * v, u, u * u
 
 
@@ -228,9 +232,9 @@ def _lin(c: Tensor, k: int, v: Tensor, u: Tensor) -> Tensor:
 
 
 # Lateral table rows after the header: disc (6), k1 (3), y' (3), m2, -1/k2, d2; grazing: k0 (6).
-_S_DISC, _S_K1, _S_Y, _S_M2, _S_NIK2, _S_D2 = 4, 10, 13, 16, 17, 18
+_S_DISC, _S_K1, _S_Y, _S_M2, _S_NIK2, _S_D2 = 6, 12, 15, 18, 19, 20
 # Cap table rows after the header: disc (6), m (3), -1/|r|^2.
-_C_DISC, _C_M, _C_NIQ = 4, 10, 13
+_C_DISC, _C_M, _C_NIQ = 6, 12, 15
 
 
 def _lateral_depth(c: Tensor, k0: Optional[Tensor], v: Tensor, vv: Tensor, u: Tensor, uu: Tensor) -> Tensor:
