@@ -2,37 +2,29 @@
 momentum, and the per-cluster InfoNCE (ClusterNCE) loss."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..losses import ClusterMemory
-from .common import build_encoder, forward_chunks, train_features, update_pseudo_labels
-from .data import labelled_loader, usable_train_records
-from .method import Method, register_method
-from .optim import build_optimizer
+from .common import forward_chunks
+from .data import labelled_loader
+from .method import register_method
+from .pseudo_label import PseudoLabelMethod
 
 
 @register_method("cluster_contrast")
-class ClusterContrast(Method):
-    def __init__(self, cfg, dataset, device):
-        super().__init__(cfg, dataset, device)
-        self.records = usable_train_records(dataset, cfg)
-        encoder = build_encoder(cfg, device)
-        self.models = {"identity_encoder": encoder}
-        self.optimizers = {"identity_encoder": build_optimizer([encoder], cfg.optim, cfg.train.batch_size)}
-        self.labels = np.full(len(self.records), -1, dtype=np.int64)
-        self.memory: ClusterMemory | None = None
+class ClusterContrast(PseudoLabelMethod):
+    memory: ClusterMemory
 
     def start_epoch(self, epoch):
-        features = train_features(self.encoder, self.records, self.cfg, self.device)
-        self.labels, stats = update_pseudo_labels(features, self.cfg, [r.pid for r in self.records], epoch)
+        stats = super().start_epoch(epoch)
         num_clusters = int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
         if num_clusters < 2:
             raise RuntimeError(f"epoch {epoch}: clustering found {num_clusters} clusters; cluster contrast needs at "
                                "least 2 (try a larger cluster.eps or a better-initialised encoder)")
         t = self.cfg.train
-        self.memory = ClusterMemory(features.shape[1], num_clusters, t.temperature, t.memory_momentum).to(self.device)
-        self.memory.initialise(features.to(self.device), torch.as_tensor(self.labels, device=self.device))
+        self.memory = ClusterMemory(self.features.shape[1], num_clusters, t.temperature, t.memory_momentum)
+        self.memory.to(self.device).initialise(self.features.to(self.device),
+                                               torch.as_tensor(self.labels, device=self.device))
         return stats
 
     def loader(self, epoch):
@@ -46,9 +38,3 @@ class ClusterContrast(Method):
         self.optimise(loss)
         self.memory.update(out.embedding, labels)
         return {"loss": loss.detach()}
-
-    def state(self):
-        return {"labels": self.labels}
-
-    def load_state(self, state):
-        self.labels = np.asarray(state.get("labels", self.labels))

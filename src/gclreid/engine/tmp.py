@@ -2,30 +2,15 @@
 unclustered images as classes of their own, and the multi-positive contrastive loss (Eq. 3–4)."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..losses import multi_positive_contrastive_loss
-from .common import build_encoder, forward_chunks, train_features, update_pseudo_labels
-from .data import labelled_loader, usable_train_records
-from .method import Method, register_method
-from .optim import build_optimizer
+from .common import forward_chunks
+from .data import labelled_loader
+from .method import register_method
+from .pseudo_label import PseudoLabelMethod
 
 
 @register_method("tmp")
-class TMP(Method):
-    def __init__(self, cfg, dataset, device):
-        super().__init__(cfg, dataset, device)
-        self.records = usable_train_records(dataset, cfg)
-        encoder = build_encoder(cfg, device)
-        self.models = {"identity_encoder": encoder}
-        self.optimizers = {"identity_encoder": build_optimizer([encoder], cfg.optim, cfg.train.batch_size)}
-        self.labels = np.arange(len(self.records), dtype=np.int64)
-
-    def start_epoch(self, epoch):
-        features = train_features(self.encoder, self.records, self.cfg, self.device)
-        self.labels, stats = update_pseudo_labels(features, self.cfg, [r.pid for r in self.records], epoch)
-        return stats
-
+class TMP(PseudoLabelMethod):
     def loader(self, epoch):
         return labelled_loader(self.records, self.labels, self.cfg, two_views=True)
 
@@ -38,9 +23,3 @@ class TMP(Method):
         loss = multi_positive_contrastive_loss(out.embedding, labels, self.cfg.train.temperature)
         self.optimise(loss)
         return {"loss": loss.detach()}
-
-    def state(self):
-        return {"labels": self.labels}
-
-    def load_state(self, state):
-        self.labels = np.asarray(state.get("labels", self.labels))

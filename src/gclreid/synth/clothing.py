@@ -26,6 +26,10 @@ _PRINTS = {None: 0, "circle": 1, "square": 2, "band": 3}
 _LOWER = {"trousers": 0, "shorts": 1, "skirt": 2}
 _HAIR = {"short": 0, "long": 1, "bald": 2, "ponytail": 3}
 
+# Parts whose texture depends on the position on the surface (Surface.local): patterns, prints and
+# jackets on the torso, hair and eyes on the head.
+TEXTURED_PARTS = torch.tensor([PART_INDEX[p] for p in ("chest", "pelvis", "shoulders", "head")])
+
 # Accessory slots, in order; each is active only for the people who have the item.
 ACCESSORY_SLOTS = ("hair_back", "ponytail", "skirt", "backpack", "pack_strap_l", "pack_strap_r", "bag",
                    "bag_strap_front_1", "bag_strap_front_2", "bag_strap_back_1", "bag_strap_back_2",

@@ -21,7 +21,7 @@ from ..body.raster import prepare, rasterize, surface
 from ..body.render import grey_from_surface
 from ..body.skeleton import SHAPE_INDEX
 from .cameras import CameraProfile
-from .clothing import Outfit, accessory_segments, albedo, garment_bulk
+from .clothing import TEXTURED_PARTS, Outfit, accessory_segments, albedo, garment_bulk
 from .identity import Identity
 
 
@@ -124,7 +124,7 @@ def render_people(dressed: Dressed, yaw: Tensor, outfit: Outfit, camera: OrthoCa
     view = _scaled(camera, ssaa).project(dressed.segments, yaw)
     prep = prepare(view)
     keys = rasterize(view, hs, ws, prep)
-    surf = surface(view, keys, prep, full=True)
+    surf = surface(view, keys, prep, full=True, local_parts=TEXTURED_PARTS)
     base = albedo(surf, outfit, dressed.torso_len)
     l = light / light.norm(dim=-1, keepdim=True)
     lb = l.index_select(0, surf.body).t()

@@ -1,0 +1,34 @@
+"""The base of the stage-1 methods that train on pseudo labels (TMP, cluster contrast)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .common import build_encoder, train_features, update_pseudo_labels
+from .data import usable_train_records
+from .method import Method
+from .optim import build_optimizer
+
+
+class PseudoLabelMethod(Method):
+    """One identity encoder and its optimiser; each epoch starts by clustering fresh features of all
+    training images (``self.features``) into ``self.labels``, saved in the checkpoint."""
+
+    def __init__(self, cfg, dataset, device):
+        super().__init__(cfg, dataset, device)
+        self.records = usable_train_records(dataset, cfg)
+        encoder = build_encoder(cfg, device)
+        self.models = {"identity_encoder": encoder}
+        self.optimizers = {"identity_encoder": build_optimizer([encoder], cfg.optim, cfg.train.batch_size)}
+        self.labels = np.full(len(self.records), -1, dtype=np.int64)
+        self.features = None
+
+    def start_epoch(self, epoch):
+        self.features = train_features(self.encoder, self.records, self.cfg, self.device)
+        self.labels, stats = update_pseudo_labels(self.features, self.cfg, [r.pid for r in self.records], epoch)
+        return stats
+
+    def state(self):
+        return {"labels": self.labels}
+
+    def load_state(self, state):
+        self.labels = np.asarray(state.get("labels", self.labels))
