@@ -1,0 +1,258 @@
+"""Image → body parameters and camera, for structure maps of real images.
+
+Two estimators fill a :class:`gclreid.body.Body` and an :class:`gclreid.body.OrthoCamera`:
+
+* the **silhouette fallback** (:func:`estimate_fallback`, no extra dependency): a foreground mask
+  from a background model learnt on the image border, the person's box from the mask, and a
+  yaw/gait-phase search that matches the mask against pre-rendered silhouettes of a default-shape
+  walking body; front and back, which have nearly the same silhouette, are told apart by how much
+  skin the head region shows. Results are counted as ``fallback``.
+* **MediaPipe Pose** (optional extra ``pose``, :mod:`gclreid.structures.mediapipe_pose`): 3D world
+  landmarks → joint positions → :func:`gclreid.body.pose_from_joints`, limb lengths → shape,
+  shoulder/hip orientation → yaw. Images where it detects nobody get the fallback.
+
+Everything works in coordinates normalised to the image (fractions of height and width), so an
+image of any size maps onto a 2:1 structure map the way a ReID loader resizes it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from ..body import Body, OrthoCamera, frame_camera, render_maps
+from ..body.skeleton import default_shape
+
+# Working resolution of the mask and the silhouette templates (2:1).
+WORK_H, WORK_W = 64, 32
+# Candidate views of the silhouette search.
+YAWS: Tuple[float, ...] = tuple(float(a) for a in range(0, 360, 30))
+PHASES: Tuple[float, ...] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875)
+# Surveillance cameras look down; SynthReID draws 15–23°. Used for templates and for rendering.
+DEFAULT_ELEVATION = 15.0
+# Below this mask quality the image is treated as "no person found" and framed by default.
+MIN_MASK_FRACTION, MAX_MASK_FRACTION = 0.02, 0.92
+
+
+@dataclass
+class Estimate:
+    """What an estimator says about one image.
+
+    ``box`` = (x0, y0, x1, y1) of the person as fractions of the image width/height; ``status`` is
+    ``detected`` (a pose estimator found the person) or ``fallback``; ``confidence`` in [0, 1].
+    """
+    pose: torch.Tensor      # [J, 3]
+    shape: torch.Tensor     # [S]
+    yaw: float
+    box: Tuple[float, float, float, float]
+    status: str
+    confidence: float
+    elevation: float = DEFAULT_ELEVATION
+    trans: Optional[torch.Tensor] = None
+    # Optional explicit camera (scale in map heights per metre, pelvis centre x, y as fractions of
+    # the map width/height); when None the body is framed on ``box``.
+    camera: Optional[Tuple[float, float, float]] = None
+
+    def record(self) -> dict:
+        return {"status": self.status, "yaw": round(self.yaw % 360.0, 2), "confidence": round(float(self.confidence), 4)}
+
+
+def to_array(image) -> np.ndarray:
+    """float32 [H, W, 3] in [0, 1] from a PIL image or a uint8/float array."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.dtype == np.uint8:
+        arr = arr.astype(np.float32) / 255.0
+    return arr[..., :3].astype(np.float32)
+
+
+def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    img = Image.fromarray((np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8))
+    return np.asarray(img.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255.0
+
+
+def _otsu(values: np.ndarray, bins: int = 64) -> float:
+    hist, edges = np.histogram(values, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    mu0 = m0 / np.maximum(w0, 1)
+    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.argmax(between))])
+
+
+def person_mask(image, height: int = WORK_H, width: int = WORK_W) -> Tuple[np.ndarray, float]:
+    """A foreground mask [height, width] bool and its quality in [0, 1].
+
+    The background is modelled by the pixels of the left, right and top borders (the bottom often
+    holds the feet); a pixel's foreground score is its colour distance to the nearest border
+    sample, damped away from the centre column (ReID crops are centred on the person). Otsu's
+    threshold, a small closing, the largest connected component and hole filling give the mask.
+    """
+    arr = _resize(to_array(image), height, width)
+    border = np.concatenate([arr[:, :2].reshape(-1, 3), arr[:, -2:].reshape(-1, 3), arr[:2].reshape(-1, 3)])
+    # Limbs may touch the border: drop the 20% of border pixels farthest from the border median.
+    far = np.linalg.norm(border - np.median(border, 0), axis=1)
+    border = border[far <= np.quantile(far, 0.8)]
+    step = max(1, len(border) // 96)
+    samples = border[::step]
+    dist = np.sqrt(((arr[:, :, None, :] - samples[None, None]) ** 2).sum(-1)).min(-1)
+    xs = (np.arange(width) + 0.5) / width - 0.5
+    dist = dist * np.exp(-(xs / 0.42) ** 4)[None, :]
+    if float(dist.max()) < 1e-3:
+        return np.zeros((height, width), dtype=bool), 0.0
+    thr = max(_otsu(dist.ravel()), 0.06)
+    mask = dist > thr
+    mask = ndimage.binary_closing(mask, structure=np.ones((3, 3)), iterations=1)
+    labels, count = ndimage.label(mask)
+    if count == 0:
+        return mask, 0.0
+    sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
+    mask = labels == (1 + int(np.argmax(sizes)))
+    mask = ndimage.binary_fill_holes(mask)
+    frac = float(mask.mean())
+    # Quality: contrast between the two classes, zero for degenerate masks.
+    if not MIN_MASK_FRACTION <= frac <= MAX_MASK_FRACTION:
+        return mask, 0.0
+    contrast = float(dist[mask].mean() - dist[~mask].mean()) / max(float(dist[mask].mean()), 1e-6)
+    return mask, float(np.clip(contrast, 0.0, 1.0))
+
+
+def mask_box(mask: np.ndarray) -> Tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) of a mask as fractions of its width and height (rows with ≥ 2 pixels)."""
+    h, w = mask.shape
+    rows = np.nonzero(mask.sum(1) >= 2)[0]
+    cols = np.nonzero(mask.sum(0) >= 1)[0]
+    if len(rows) == 0 or len(cols) == 0:
+        return default_box()
+    return (cols[0] / w, rows[0] / h, (cols[-1] + 1) / w, (rows[-1] + 1) / h)
+
+
+def person_box(mask: np.ndarray, min_height: float = 0.8) -> Tuple[float, float, float, float]:
+    """The person's box from a mask, with the detector-crop prior of ReID images.
+
+    Heads contrast well with the background, feet and legs often do not (floor, shadows), so the
+    top is taken from the mask and the box is extended down to at least ``min_height`` of the
+    image; the horizontal centre is kept within the middle 30% of the crop.
+    """
+    x0, y0, x1, y1 = mask_box(mask)
+    y1 = min(1.0, max(y1, y0 + min_height))
+    y0 = min(y0, y1 - min_height)
+    cx = min(0.65, max(0.35, (x0 + x1) / 2))
+    half = (x1 - x0) / 2
+    return (cx - half, y0, cx + half, y1)
+
+
+def default_box() -> Tuple[float, float, float, float]:
+    """The box used when no person is found: centred, 90% of the height (like a detector crop)."""
+    return (0.25, 0.05, 0.75, 0.95)
+
+
+def _normalise(mask: np.ndarray, box: Tuple[float, float, float, float]) -> np.ndarray:
+    """The mask re-framed so the box fills the height, centred: the templates' frame."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = box
+    bh = max(y1 - y0, 1e-3) * h                  # box height in mask pixels
+    cx, cy = (x0 + x1) / 2 * w, (y0 + y1) / 2 * h
+    # Output pixel (r, c) ← input (cy + (r + .5 - H/2) * bh / H, cx + (c + .5 - W/2) * bh / H).
+    r = (np.arange(WORK_H) + 0.5 - WORK_H / 2) * bh / WORK_H + cy
+    c = (np.arange(WORK_W) + 0.5 - WORK_W / 2) * bh / WORK_H + cx
+    out = ndimage.map_coordinates(mask.astype(np.float32), np.meshgrid(r - 0.5, c - 0.5, indexing="ij"),
+                                  order=1, mode="constant", cval=0.0)
+    return out > 0.5
+
+
+@lru_cache(maxsize=4)
+def _templates(elevation: float) -> Tuple[np.ndarray, List[Tuple[float, float]]]:
+    """Silhouettes [K, WORK_H*WORK_W] of the default walking body for every (yaw, phase), framed
+    to fill the height and centred on their box."""
+    combos = [(yaw, phase) for yaw in YAWS for phase in PHASES]
+    bodies = Body.walking([p for _, p in combos], yaw=torch.tensor([y for y, _ in combos]))
+    cam = frame_camera(bodies.segments(), bodies.yaw, WORK_H, WORK_W, elevation=elevation, fill=1.0)
+    _, part = render_maps(bodies, cam, WORK_H, WORK_W)
+    return (part > 0).reshape(len(combos), -1).numpy(), combos
+
+
+def _skin_fraction(arr: np.ndarray, mask: np.ndarray, box: Tuple[float, float, float, float]) -> float:
+    """Fraction of skin-coloured pixels in the head region (top 12% of the box) of the mask."""
+    h, w = mask.shape
+    x0, y0, x1, y1 = box
+    top, bottom = int(y0 * h), int(math.ceil((y0 + 0.12 * (y1 - y0)) * h))
+    region = mask[top:bottom]
+    if region.sum() == 0:
+        return 0.0
+    rgb = arr[top:bottom][region]
+    r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    skin = (r > g) & (g > b) & (r - b > 0.08) & (r > 0.25) & ((r - g) < 0.5 * (r - b) + 0.08) & (g - b > 0.02)
+    return float(skin.mean())
+
+
+def estimate_fallback(image, elevation: float = DEFAULT_ELEVATION, skin_threshold: float = 0.35) -> Estimate:
+    """The dependency-free estimate: mask → box → best (yaw, phase) silhouette → default-shape body.
+
+    Front vs back: the best silhouette yaw θ and its front/back twin 180° − θ fit almost equally;
+    the one whose facing agrees with the head's skin fraction (face visible → facing the camera) wins.
+    """
+    arr = to_array(image)
+    work = _resize(arr, WORK_H, WORK_W)
+    mask, quality = person_mask(arr)
+    if quality <= 0.0:
+        box = default_box()
+        walking = Body.walking([0.0], yaw=0.0)
+        return Estimate(walking.pose[0], default_shape(1)[0], 0.0, box, "fallback", 0.0, elevation, walking.trans[0])
+    box = person_box(mask)
+    target = _normalise(mask, box).reshape(-1)
+    templates, combos = _templates(float(elevation))
+    inter = templates @ target.astype(np.float32)
+    union = templates.sum(1) + target.sum() - inter
+    iou = inter / np.maximum(union, 1)
+    # Best IoU per yaw (over phases), then resolve front/back within the best yaw pair.
+    per_yaw = iou.reshape(len(YAWS), len(PHASES))
+    best_yaw_idx = int(np.argmax(per_yaw.max(1)))
+    yaw = YAWS[best_yaw_idx]
+    twin = (180.0 - yaw) % 360.0
+    facing_front = _skin_fraction(work, mask, box) >= skin_threshold
+    if twin in YAWS:
+        yaw_is_front = math.cos(math.radians(yaw)) > 0
+        if yaw_is_front != facing_front and abs(math.cos(math.radians(yaw))) > 1e-6:
+            yaw = twin
+    k = YAWS.index(yaw)
+    phase = PHASES[int(np.argmax(per_yaw[k]))]
+    walking = Body.walking([phase], yaw=yaw)
+    confidence = float(per_yaw[k].max()) * quality
+    return Estimate(walking.pose[0], default_shape(1)[0], float(yaw), box, "fallback", confidence, elevation,
+                    walking.trans[0])
+
+
+def bodies_and_cameras(estimates: Sequence[Estimate], height: int, width: int) -> Tuple[Body, OrthoCamera]:
+    """A batch of bodies and the cameras that put each body on its box in a ``height``×``width`` map."""
+    pose = torch.stack([e.pose for e in estimates])
+    shape = torch.stack([e.shape for e in estimates])
+    trans = torch.stack([e.trans if e.trans is not None else torch.zeros(3) for e in estimates])
+    yaw = torch.tensor([e.yaw for e in estimates], dtype=torch.float32)
+    bodies = Body(pose, shape, yaw, trans)
+    el = torch.tensor([e.elevation for e in estimates], dtype=torch.float32)
+    cam = frame_camera(bodies.segments(), yaw, height, width, elevation=el, fill=1.0)
+    box = torch.tensor([e.box for e in estimates], dtype=torch.float32)
+    fill = (box[:, 3] - box[:, 1]).clamp_min(1e-3)
+    # Scale about the image centre to the box height, then move the centre onto the box centre.
+    cx = (box[:, 0] + box[:, 2]) / 2 * width + (cam.cx - width / 2) * fill
+    cy = (box[:, 1] + box[:, 3]) / 2 * height + (cam.cy - height / 2) * fill
+    scale = cam.scale * fill
+    for i, e in enumerate(estimates):
+        if e.camera is not None:
+            scale[i] = e.camera[0] * height
+            cx[i] = e.camera[1] * width
+            cy[i] = e.camera[2] * height
+    return bodies, OrthoCamera(scale, cx, cy, el)

@@ -1,0 +1,145 @@
+"""`gclreid structures` end to end on a tiny SynthReID: estimate (fallback), synth truth, precomputed
+check, resuming, records, bad input."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gclreid.cli import main
+from gclreid.data import ImageRecord, build_dataset
+from gclreid.structures import ANGLES, structure_path
+from gclreid.structures.sources import validate_precomputed
+from gclreid.structures.writer import RECORDS, SUMMARY, read_records
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth") / "s"
+    rc = main(["synth", "--out", str(root), "--train-ids", "2", "--test-ids", "2", "--cams", "2", "--distractors", "0",
+               "--images-per-id", "2", "--no-views", "--no-progress", "--seed", "3", "--workers", "1"])
+    assert rc == 0
+    return root
+
+
+def _records(root):
+    ds = build_dataset("synthreid", root)
+    return list(ds.train) + list(ds.query) + list(ds.gallery)
+
+
+def _run(root, out, *extra):
+    return main(["structures", "--dataset", "synthreid", "--root", str(root), "--out", str(out), "--no-progress",
+                 "--batch", "3", *extra])
+
+
+def test_fallback_writes_every_map_and_resumes(synth_root, tmp_path, capsys):
+    out = tmp_path / "est"
+    records = _records(synth_root)
+    n = len(records)
+    assert _run(synth_root, out, "--estimator", "fallback") == 0
+    for r in records:
+        for angle in (0, *ANGLES):
+            path = structure_path(out, r, angle)
+            with Image.open(path) as im:
+                assert im.mode == "L" and im.size == (64, 128)
+    recs = read_records(out)
+    assert len(recs) == n
+    assert {r["status"] for r in recs.values()} == {"fallback"}
+    assert all(0 <= r["yaw"] < 360 and 0 <= r["confidence"] <= 1 for r in recs.values())
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["processed"] == n and summary["skipped"] == 0
+    assert summary["fallback_rate"] == 1.0 and summary["detection_rate"] == 0.0
+    assert (out / "contact_sheet.png").is_file()
+    # Re-run: nothing to do.
+    capsys.readouterr()
+    assert _run(synth_root, out, "--estimator", "fallback", "--json") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["processed"] == 0 and again["skipped"] == n
+    # An interrupted image (one map gone) is redone, and only that one.
+    victim = records[1]
+    structure_path(out, victim, 90).unlink()
+    assert _run(synth_root, out, "--estimator", "fallback", "--json") == 0
+    third = json.loads(capsys.readouterr().out)
+    assert third["processed"] == 1 and third["skipped"] == n - 1
+    assert structure_path(out, victim, 90).is_file()
+    assert len((out / RECORDS).read_text().splitlines()) == n + 1
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_split_and_angles_options(synth_root, tmp_path):
+    out = tmp_path / "train_only"
+    assert _run(synth_root, out, "--estimator", "fallback", "--split", "train", "--angles", "90,180",
+                "--contact-rows", "0") == 0
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["render", "render_180", "render_90"]
+    assert not (out / "test").exists()
+    ds = build_dataset("synthreid", synth_root)
+    assert len(list((out / "train" / "render").iterdir())) == len(ds.train)
+
+
+def test_synth_source_reproduces_ground_truth(synth_root, tmp_path):
+    out = tmp_path / "truth"
+    assert _run(synth_root, out, "--source", "synth") == 0
+    for r in _records(synth_root):
+        for angle in (0, 135, 315):
+            mine = np.asarray(Image.open(structure_path(out, r, angle)))
+            truth = np.asarray(Image.open(structure_path(synth_root / "structures", r, angle)))
+            assert np.array_equal(mine, truth)
+    recs = read_records(out)
+    meta = json.loads((synth_root / "synthreid.json").read_text())
+    yaw = {m["file"].split("/")[-1]: m["yaw"] % 360 for m in meta["images"]}
+    assert all(r["status"] == "truth" and abs(r["yaw"] - yaw[r["relpath"]]) < 0.01 for r in recs.values())
+
+
+def test_precomputed_check(synth_root, tmp_path, capsys):
+    folder = tmp_path / "released"
+    shutil.copytree(synth_root / "structures", folder)
+    assert _run(synth_root, folder, "--source", "precomputed") == 0
+    records = _records(synth_root)
+    gone = structure_path(folder, records[0], 225)
+    gone.unlink()
+    capsys.readouterr()
+    assert _run(synth_root, folder, "--source", "precomputed") == 1
+    text = capsys.readouterr().out
+    assert "1 files missing" in text and str(gone) in text and "render_225: 1" in text
+
+
+def test_precomputed_msmt_identity_subfolders(tmp_path):
+    # MSMT17 keeps identity sub-folders in the relative path, .jpg names kept.
+    recs = [ImageRecord(path=f"/x/{p}", pid=int(p[:4]), camid=0, relpath=p, split="train")
+            for p in ("0000/0000_000_01_0303morning_0015_0.jpg", "0001/0001_001_01_0303morning_0016_0.jpg")]
+    for r in recs:
+        for angle in (0, *ANGLES):
+            path = structure_path(tmp_path, r, angle)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (64, 128), 128).save(path, format="JPEG")
+    report = validate_precomputed(tmp_path, recs, ANGLES)
+    assert report["ok"] and report["complete"] == 2
+    structure_path(tmp_path, recs[1], 45).unlink()
+    report = validate_precomputed(tmp_path, recs, ANGLES)
+    assert not report["ok"] and report["images_missing"] == 1
+    assert report["missing_per_folder"] == {"train/render_45": 1}
+    assert report["first_missing"] == [str(tmp_path / "train/render_45/0001/0001_001_01_0303morning_0016_0.jpg")]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--angles", "50"], "--angles"),
+    (["--source", "smpl"], "--smpl-params"),
+    (["--height", "100", "--width", "64"], "2:1"),
+    (["--workers", "0"], "--workers"),
+])
+def test_bad_input_is_one_line_error(synth_root, tmp_path, capsys, extra, message):
+    assert _run(synth_root, tmp_path / "bad", *extra) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_synth_source_needs_metadata(tmp_path, capsys):
+    for folder in ("bounding_box_train", "query", "bounding_box_test"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (64, 128)).save(tmp_path / folder / "0002_c1s1_000001_01.jpg")
+    Image.new("RGB", (64, 128)).save(tmp_path / "bounding_box_train" / "0001_c1s1_000001_01.jpg")
+    assert main(["structures", "--dataset", "market1501", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--source", "synth", "--no-progress"]) == 2
+    assert "synthreid.json" in capsys.readouterr().err
