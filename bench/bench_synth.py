@@ -290,11 +290,9 @@ def difficulty(args) -> None:
     gviews = _load_views(root, g)
     extractors = {"raw pixels (64x32, standardised)": _raw_pixels,
                   "stripe colour histograms": _stripe_histograms}
-    try:
-        import gclreid.models  # noqa: F401
+    import importlib.util
+    if importlib.util.find_spec("gclreid.models") is not None:
         extractors["random-init ResNet-50 (128x64)"] = _random_resnet
-    except ImportError:
-        pass
     if args.epochs > 0:
         t0 = time.perf_counter()
         tr, tx = _load(root, meta, "train")

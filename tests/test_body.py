@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from gclreid.body import (BODY_SEGMENT_NAMES, JOINT_INDEX, NUM_JOINTS, PART_INDEX, SHAPE_INDEX, Body, OrthoCamera,
-                          RenderSizeError, Segments, bone_lengths, decode_keys, default_shape, forward_kinematics,
-                          frame_camera, local_frame, mirror_pose, pose_from_joints, rasterize, render_maps,
-                          render_structure, rest_offsets, surface, walking_pose)
+from gclreid.body import (JOINT_INDEX, NUM_JOINTS, PART_INDEX, SHAPE_INDEX, Body, RenderSizeError, Segments,
+                          bone_lengths, decode_keys, default_shape, forward_kinematics, frame_camera, local_frame,
+                          mirror_pose, pose_from_joints, rasterize, render_maps, render_structure, rest_offsets,
+                          surface, walking_pose)
 from gclreid.body.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rotation_between
 from gclreid.errors import GclreidError
 
@@ -20,7 +20,6 @@ def one_segment(a, b, ra, rb, fwd=(0.0, 0.0, -1.0), scale=(1.0, 1.0, 1.0)) -> Se
 
 
 def stack_segments(segs):
-    first = segs[0]
     return Segments(*(torch.cat([getattr(s, f) for s in segs], 0 if f == "part" else 1)
                       for f in ("a", "b", "ra", "rb", "fwd", "scale", "part", "active")))
 

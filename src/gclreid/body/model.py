@@ -9,7 +9,7 @@ mesh when shaded, which is what the GCL structure encoder was trained on.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor

@@ -7,7 +7,7 @@ body's mid-plane; *twist* turns the pelvis or torso about the vertical (positive
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 from torch import Tensor

@@ -385,32 +385,27 @@ def _normals_only(view: Segments, prep: _Prepared, prim: Tensor, col: Tensor, ro
     return torch.stack((hx.mul_(inv), hy.mul_(inv), hz.mul_(inv))), s
 
 
-def _local_offsets(view: Segments, prep: _Prepared, prim: Tensor, col: Tensor, row: Tensor, t: Tensor,
-                   s: Tensor) -> Tensor:
-    """Offset of each hit from its touching sphere's centre in the primitive frame, in units of that
-    sphere's radius, [3, M] (for textures: side / along the axis / forward)."""
-    cols = [view.a, prep.finv.reshape(*prep.ba.shape[:2], 9), prep.ba, prep.ra[..., None], prep.rb[..., None]]
+def _surface_table(view: Segments, prep: _Prepared) -> Tensor:
+    """Per-primitive constants of the full deferred pass, one column per (body, slot): [19, N*P]."""
+    ba = prep.ba
+    l2 = (ba * ba).sum(-1).clamp_min(1e-18)
+    # Centre of the touching sphere along the axis for a point with axial projection y = l·ba and
+    # radial distance rho: s* = (y - c rho) / l2 with c = rr L / sqrt(L^2 - rr^2).
+    c = prep.rr * l2.sqrt() / torch.sqrt((l2 - prep.rr * prep.rr).clamp_min(1e-12))
+    cols = [view.a, prep.finv.reshape(*ba.shape[:2], 9), ba, (1.0 / l2)[..., None], c[..., None],
+            prep.ra[..., None], prep.rb[..., None]]
     table = torch.cat(cols, -1)
-    tab = table.reshape(-1, table.shape[-1]).t().contiguous().index_select(1, prim)
-    f = tab[3:12]
-    dx = col.float().add_(0.5).sub_(tab[0])
-    dy = row.float().add_(0.5).sub_(tab[1])
-    dz = t - tab[2]
-    inv_r = (tab[15] + s * (tab[16] - tab[15])).clamp_min_(1e-6).reciprocal_()
-    return torch.stack([(f[3 * i] * dx + f[3 * i + 1] * dy + f[3 * i + 2] * dz - s * tab[12 + i]).mul_(inv_r)
-                        for i in range(3)])
+    return table.reshape(-1, table.shape[-1]).t().contiguous()
 
 
-def surface(view: Segments, keys: Tensor, prep: Optional[_Prepared] = None, full: bool = True,
-            local_parts: Optional[Tensor] = None) -> Surface:
+def surface(view: Segments, keys: Tensor, prep: Optional[_Prepared] = None, full: bool = True) -> Surface:
     """Deferred pass: the front-most surface at every covered pixel of ``keys`` (from :func:`rasterize`).
 
     The normal of a round cone at a surface point is the direction from the centre of the
     inscribed sphere that touches it; that centre sits on the axis at ``s* = (y - c rho) / L^2``
     (clamped to the segment; ``y`` = offset · (b - a), ``rho`` = distance from the axis,
     ``c = rr L / sqrt(L^2 - rr^2)``): one formula for the lateral surface and both caps.
-    ``full=False`` computes only normals (grey structure maps); ``full=True`` adds ``axial`` and
-    ``local``, the latter only at pixels of ``local_parts`` (part ids) when given (zeros elsewhere).
+    ``full=False`` computes only what shading needs (normals), as for grey structure maps.
     """
     prep = prepare(view) if prep is None else prep
     n, height, width = keys.shape
@@ -422,15 +417,30 @@ def surface(view: Segments, keys: Tensor, prep: Optional[_Prepared] = None, full
     slot = (k - q * SLOT_BITS).long()
     t = (q - DEPTH_OFFSET) / DEPTH_STEPS                   # within 1/16 px of the exact hit
     prim = body * view.num_slots + slot
-    part = view.part[slot]
-    normal, s = _normals_only(view, prep, prim, colm, row, t)
-    surf = Surface(index=index, body=body, slot=slot, part=part, depth=t, normal=normal)
-    if full:
-        surf.axial = s
-        if local_parts is None:
-            surf.local = _local_offsets(view, prep, prim, colm, row, t, s)
-        else:
-            sub = torch.nonzero(torch.isin(part, local_parts.to(part.device))).squeeze(1)
-            surf.local = torch.zeros(3, len(index), device=keys.device)
-            surf.local[:, sub] = _local_offsets(view, prep, prim[sub], colm[sub], row[sub], t[sub], s[sub])
-    return surf
+    if not full:
+        normal, _ = _normals_only(view, prep, prim, colm, row, t)
+        return Surface(index=index, body=body, slot=slot, part=view.part[slot], depth=t, normal=normal)
+    # Column-major gather: each per-pixel parameter is a contiguous row (fast elementwise ops).
+    tab = _surface_table(view, prep).index_select(1, prim)
+    f = tab[3:12]
+    bx, by, bz, inv_l2, c, ra, rb = tab[12], tab[13], tab[14], tab[15], tab[16], tab[17], tab[18]
+    dx = colm.float().add_(0.5).sub_(tab[0])
+    dy = row.float().add_(0.5).sub_(tab[1])
+    dz = t - tab[2]
+    lx = f[0] * dx + f[1] * dy + f[2] * dz                  # local coordinates (units of `unit`)
+    ly = f[3] * dx + f[4] * dy + f[5] * dz
+    lz = f[6] * dx + f[7] * dy + f[8] * dz
+    y = lx * bx + ly * by + lz * bz
+    rho = (lx * lx + ly * ly + lz * lz - y * y * inv_l2).clamp_min_(1e-12).sqrt_()
+    s = (y - c * rho).mul_(inv_l2).clamp_(0.0, 1.0)
+    nx, ny, nz_ = lx.sub_(s * bx), ly.sub_(s * by), lz.sub_(s * bz)   # from the touching sphere's centre
+    # Gradients map back to view space with the transpose of the view → local matrix.
+    gx = f[0] * nx + f[3] * ny + f[6] * nz_
+    gy = f[1] * nx + f[4] * ny + f[7] * nz_
+    gz = f[2] * nx + f[5] * ny + f[8] * nz_
+    inv = (gx * gx + gy * gy + gz * gz).clamp_min_(1e-24).rsqrt_()
+    normal = torch.stack((gx.mul_(inv), gy.mul_(inv), gz.mul_(inv)))
+    inv_r = (ra + s * (rb - ra)).clamp_min_(1e-6).reciprocal_()
+    local = torch.stack((nx.mul_(inv_r), ny.mul_(inv_r), nz_.mul_(inv_r)))
+    return Surface(index=index, body=body, slot=slot, part=view.part[slot], depth=t, normal=normal,
+                   local=local, axial=s)

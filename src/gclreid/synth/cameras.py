@@ -3,8 +3,8 @@ colour cast, blur, noise, JPEG quality, occluders), drawn once per camera from t
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Tuple
+from dataclasses import asdict, dataclass
+from typing import List, Tuple
 
 import numpy as np
 from scipy import ndimage

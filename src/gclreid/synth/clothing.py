@@ -8,7 +8,7 @@ front of the person, which is how front prints, open jackets and back panels dif
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -25,10 +25,6 @@ _PATTERNS = {"plain": 0, "hstripes": 1, "vstripes": 2, "checks": 3}
 _PRINTS = {None: 0, "circle": 1, "square": 2, "band": 3}
 _LOWER = {"trousers": 0, "shorts": 1, "skirt": 2}
 _HAIR = {"short": 0, "long": 1, "bald": 2, "ponytail": 3}
-
-# Parts whose texture depends on the position on the surface (Surface.local): patterns, prints and
-# jackets on the torso, hair and eyes on the head.
-TEXTURED_PARTS = torch.tensor([PART_INDEX[p] for p in ("chest", "pelvis", "shoulders", "head")])
 
 # Accessory slots, in order; each is active only for the people who have the item.
 ACCESSORY_SLOTS = ("hair_back", "ponytail", "skirt", "backpack", "pack_strap_l", "pack_strap_r", "bag",
@@ -59,6 +55,7 @@ class Outfit:
     skirt_len: Tensor   # [N] fraction of stature
     jacket: Tensor      # [N] bool
     pattern_front: Tensor  # [N] bool: pattern on the front only
+    rules: Optional[Tensor] = None  # cache of the per-(body, part) material rules (see albedo)
 
     @staticmethod
     def from_identities(people: Sequence[Identity]) -> "Outfit":
@@ -247,7 +244,9 @@ def albedo(surf: Surface, outfit: Outfit, torso_len: Tensor) -> Tensor:
     from ..body.model import PART_NAMES
     dev = surf.part.device
     body, part, ax = surf.body, surf.part, surf.axial
-    rules = _part_rules(outfit).to(dev).index_select(1, body * len(PART_NAMES) + part)
+    if outfit.rules is None:              # the same for every view of a chunk: build it once
+        outfit.rules = _part_rules(outfit)
+    rules = outfit.rules.to(dev).index_select(1, body * len(PART_NAMES) + part)
     mat = torch.where(ax < rules[0], rules[1], rules[2]).long()
     P = PART_INDEX
 

@@ -9,7 +9,7 @@ makes cross-view matching hard and GCL's view invariance useful.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 

@@ -1,7 +1,7 @@
 """SynthReID generator settings and the named presets."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Dict, Tuple
 
 from ..errors import GclreidError

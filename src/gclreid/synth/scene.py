@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,9 +19,8 @@ from ..body.model import Body, Segments, body_segments
 from ..body.pose import walking_pose
 from ..body.raster import prepare, rasterize, surface
 from ..body.render import grey_from_surface
-from ..body.skeleton import SHAPE_INDEX
 from .cameras import CameraProfile
-from .clothing import TEXTURED_PARTS, Outfit, accessory_segments, albedo, garment_bulk
+from .clothing import Outfit, accessory_segments, albedo, garment_bulk
 from .identity import Identity
 
 
@@ -124,7 +123,7 @@ def render_people(dressed: Dressed, yaw: Tensor, outfit: Outfit, camera: OrthoCa
     view = _scaled(camera, ssaa).project(dressed.segments, yaw)
     prep = prepare(view)
     keys = rasterize(view, hs, ws, prep)
-    surf = surface(view, keys, prep, full=True, local_parts=TEXTURED_PARTS)
+    surf = surface(view, keys, prep, full=True)
     base = albedo(surf, outfit, dressed.torso_len)
     l = light / light.norm(dim=-1, keepdim=True)
     lb = l.index_select(0, surf.body).t()
@@ -140,11 +139,19 @@ def render_people(dressed: Dressed, yaw: Tensor, outfit: Outfit, camera: OrthoCa
 
 
 def render_structures(body_segments_: Segments, yaw: Tensor, camera: OrthoCamera, height: int, width: int) -> Tensor:
-    """Grey structure maps (body only, no clothes or accessories) [N, H, W] uint8."""
-    view = camera.project(body_segments_, yaw)
-    prep = prepare(view)
-    keys = rasterize(view, height, width, prep)
-    return grey_from_surface(surface(view, keys, prep, full=False), keys.shape)
+    """Grey structure maps (body only, no clothes or accessories) [N, H, W] uint8.
+
+    Bodies are rendered in batches of about 4 million pixels (512 maps at 128x64): large enough
+    to amortise per-primitive overhead, small enough to stay in cache."""
+    step = max(1, (1 << 22) // (height * width))
+    out = []
+    for i in range(0, len(yaw), step):
+        sl = slice(i, i + step)
+        view = camera.select(sl).project(body_segments_.select(sl), yaw[sl])
+        prep = prepare(view)
+        keys = rasterize(view, height, width, prep)
+        out.append(grey_from_surface(surface(view, keys, prep, full=False), keys.shape))
+    return torch.cat(out)
 
 
 def _gaussian_taps(sigma: float) -> np.ndarray:

@@ -23,7 +23,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -274,9 +274,9 @@ def metadata(plan: Plan) -> dict:
     cfg = plan.config
     persons = sorted({s.person: s.pid for s in plan.images}.items())
     identities = {str(person): _identity(cfg.seed, person, pid).to_dict() for person, pid in persons}
+    train = set(plan.train_pids)
     for person, pid in persons:
-        identities[str(person)]["split"] = ("train" if pid in set(plan.train_pids) else
-                                            "distractor" if pid == 0 else "test")
+        identities[str(person)]["split"] = "train" if pid in train else "distractor" if pid == 0 else "test"
     counts = {split: sum(1 for s in plan.images if s.split == split) for split in SPLIT_DIRS}
     return {
         "format": "synthreid", "version": FORMAT_VERSION, "generator": f"gclreid {__version__}",
