@@ -19,13 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog="examples:\n"
                "  gclreid structures --dataset market1501 --root data/market --out data/market/structures\n"
                "  gclreid structures --dataset synthreid --root data/synth --out /tmp/s --source synth\n"
+               "  gclreid structures --dataset market1501 --root data/market --out /tmp/m --source smpl \\\n"
+               "      --smpl-model SMPL_NEUTRAL.pkl --smpl-params hmr_market.npz\n"
                "  gclreid structures --dataset market1501 --root data/market --out gcl_meshes/market --source precomputed",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="dataset name (see `gclreid datasets`)")
     parser.add_argument("--root", required=True, help="dataset root folder")
     parser.add_argument("--out", required=True, help="structure root to write (or, for precomputed, to check)")
     parser.add_argument("--source", default="estimate", choices=("estimate", "smpl", "synth", "precomputed"),
-                        help="estimate from the image (default), SMPL parameters (not implemented yet), SynthReID ground truth, or check "
+                        help="estimate from the image (default), SMPL parameters + model, SynthReID ground truth, or check "
                              "a precomputed folder")
     parser.add_argument("--estimator", default="auto", choices=("auto", "mediapipe", "fallback"),
                         help="for --source estimate: MediaPipe Pose (optional extra `pose`) with the silhouette "
@@ -34,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="a Python interpreter that has mediapipe==0.10.14 (default: this one, or $GCLREID_POSE_PYTHON)")
     parser.add_argument("--smpl-params", metavar="FILE", help="for --source smpl: .npz of per-image camera, pose, shape")
     parser.add_argument("--smpl-model", metavar="FILE", help="for --source smpl: SMPL model file (.npz or .pkl)")
+    parser.add_argument("--smpl-missing", default="error", choices=("error", "fallback"),
+                        help="for --source smpl: images without parameters stop the run (default) or get the "
+                             "silhouette fallback (counted as fallback)")
     parser.add_argument("--angles", default="45,90,135,180,225,270,315", help="rotation angles besides 0 (default 45…315)")
     parser.add_argument("--split", default="all", choices=("train", "test", "all"),
                         help="train images, test images (query + gallery), or all (default)")
@@ -99,9 +104,14 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  bad: {line}")
         return 0 if report["ok"] else 1
     options = {"estimator": args.estimator, "pose_python": args.pose_python,
-               "smpl_params": args.smpl_params, "smpl_model": args.smpl_model}
+               "smpl_params": args.smpl_params, "smpl_model": args.smpl_model, "smpl_missing": args.smpl_missing}
     factory = functools.partial(make_source, args.source, os.path.abspath(args.root), **options)
-    factory().close()  # fail early, in this process, on bad options or missing files
+    source = factory()  # fail early, in this process, on bad options or missing files
+    try:
+        if hasattr(source, "check_records"):  # e.g. smpl: images without parameters
+            source.check_records(records)
+    finally:
+        source.close()
     summary = write_structures(records, args.out, factory, angles, args.height, args.width, workers=args.workers,
                                batch=args.batch, progress=not args.no_progress, contact_rows=args.contact_rows)
     if args.json:

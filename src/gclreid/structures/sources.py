@@ -5,7 +5,8 @@ at every requested angle, plus one record per image (status, yaw, confidence).
   is available and asked for, else/otherwise the silhouette fallback) and render it.
 * :class:`SynthSource` — SynthReID ground truth, re-rendered from ``synthreid.json`` (identity shape
   and gait, per-image yaw, phase, elevation and framing) with the same body model and renderer.
-* ``smpl`` — planned (per-image SMPL parameters + a user-supplied model); not implemented yet.
+* :class:`gclreid.structures.smpl.SmplSource` — per-image SMPL parameters + a user-supplied SMPL model
+  file, posed and rasterised here (no smplx, no mesh renderer).
 * :func:`validate_precomputed` — check a released GCL mesh folder (or this project's own output).
 """
 from __future__ import annotations
@@ -131,8 +132,8 @@ def make_source(name: str, root: Optional[os.PathLike] = None, **options):
     if name == "smpl":
         if not options.get("smpl_params") or not options.get("smpl_model"):
             raise GclreidError("structures --source smpl needs --smpl-params FILE.npz and --smpl-model FILE (.pkl/.npz)")
-        raise GclreidError("structures --source smpl is not implemented in this version; render the SMPL meshes "
-                           "elsewhere and check/use them with --source precomputed")
+        from .smpl import SmplSource
+        return SmplSource(options["smpl_model"], options["smpl_params"], options.get("smpl_missing") or "error")
     raise GclreidError(f"structures: unknown source {name!r}; expected one of {', '.join(SOURCES)}")
 
 
