@@ -143,3 +143,13 @@ def test_synth_source_needs_metadata(tmp_path, capsys):
     assert main(["structures", "--dataset", "market1501", "--root", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--source", "synth", "--no-progress"]) == 2
     assert "synthreid.json" in capsys.readouterr().err
+
+
+def test_two_workers_give_the_same_maps_as_one(synth_root, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _run(synth_root, one, "--source", "synth", "--workers", "1") == 0
+    assert _run(synth_root, two, "--source", "synth", "--workers", "2") == 0
+    for r in _records(synth_root):
+        for angle in (0, 90, 315):
+            assert structure_path(one, r, angle).read_bytes() == structure_path(two, r, angle).read_bytes()
+    assert read_records(one).keys() == read_records(two).keys()
