@@ -1,5 +1,4 @@
 """Optimisers and lr schedules."""
-import math
 
 import pytest
 import torch

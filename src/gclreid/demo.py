@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import torch
 
 from .config import load_config, save_config
 

@@ -4,7 +4,6 @@ initialises a stage-1 method on an unlabeled target (the domain-adaptive setting
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..errors import DatasetError

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 import numpy as np
 import torch
