@@ -12,11 +12,16 @@ L = λimg·L_img + λfeat·L_feat + L_gan (+ L_vi + L'_vi + L''_vi in stage 3) t
 stage 3). Stage 2 freezes Eid's parameters (no gradients computed for them) and its BatchNorm
 (eval mode); gradients still flow through it to the generated images for L_feat. Stage 3 keeps a
 memory bank of all training images (Eq. 5), clusters it every epoch and trains everything jointly.
+
+To see it work: PNG grids of fixed training and test images at the end of every epoch (and every
+``gcl.grid_every`` iterations), and, on datasets with true novel views (SynthReID's ``views/``),
+SSIM/PSNR/L1 of the generated views against them in each epoch record (``generation``).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -30,6 +35,8 @@ from ..errors import CheckpointError
 from ..losses import (ViewContrastLoss, discriminator_loss, feature_reconstruction_loss, generator_adversarial_loss,
                       image_reconstruction_loss)
 from ..models import build_discriminator, build_generator, flatten_parts
+from ..structures import ANGLES, structure_path
+from ..structures.layout import structure_split
 from .common import build_encoder, train_features, update_pseudo_labels
 from .data import Limited, usable_train_records
 from .method import Method, register_method
@@ -38,6 +45,10 @@ from .optim import build_optimizer
 log = logging.getLogger("gclreid")
 
 LOSS_TERMS = ("gan", "lvi", "lvi2", "lvi3", "contrast_only")
+# Fixed test sample for the test grid and the novel-view metrics (`gcl.gen_eval_images` overrides it
+# when the config has that field).
+GEN_EVAL_IMAGES = 16
+PSNR_CAP_DB = 100.0  # identical images would give inf, which is not JSON
 
 
 def _requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -83,7 +94,14 @@ class GCL(Method):
         self.memory_ready = False
         self.labels = np.full(len(self.records), -1, dtype=np.int64)
         self.grid_images = None
+        self._test_sample: Optional[dict] = None  # fixed query images for the test grid / metrics
         self._items = None  # the StructureDataset, built on first use
+        self.iteration = 0  # optimisation steps so far (for gcl.grid_every)
+        # Compute pattern switches (results are equal either way; bench/bench_gcl_iteration.py compares
+        # them): fakes through D as one batch, and no parameter gradients for the frozen Eid in stage 2.
+        # The official code does neither (batch_fakes=False, freeze_encoder_grads=False, share_real=False).
+        self.batch_fakes = True
+        self.freeze_encoder_grads = True
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _load_init(self, path: str) -> None:
@@ -141,7 +159,7 @@ class GCL(Method):
         super().train_mode()
         if self.cfg.gcl.stage == 2:
             self.encoder.eval()
-            _requires_grad(self.encoder, False)
+            _requires_grad(self.encoder, not self.freeze_encoder_grads)
 
     # -- iteration --------------------------------------------------------------------------------------
     def generate(self, x, s0, s1, with_cycle: bool = True) -> Dict[str, torch.Tensor]:
@@ -173,6 +191,7 @@ class GCL(Method):
             losses["contrast_only"] = total
             self.optimise(total, ["identity_encoder"])
             self.contrast.memory.update(index, f.detach())
+            self.iteration += 1
             return {k: v.detach() for k, v in {**losses, "loss": total}.items()}
 
         with self.autocast():
@@ -182,7 +201,7 @@ class GCL(Method):
         D = self.models["discriminator"]
         with self.autocast():
             d_loss = discriminator_loss(D, x, fakes, gan_type=g.gan_type, r1_weight=g.r1_weight,
-                                        share_real=g.share_real)
+                                        share_real=g.share_real, batch_fakes=self.batch_fakes)
         self.optimise(d_loss.total, ["discriminator"])
         losses.update(d_total=d_loss.total, d_r1=d_loss.r1)
 
@@ -190,7 +209,7 @@ class GCL(Method):
         _requires_grad(D, False)
         try:
             with self.autocast():
-                adv = generator_adversarial_loss(D, fakes, gan_type=g.gan_type)
+                adv = generator_adversarial_loss(D, fakes, gan_type=g.gan_type, batch_fakes=self.batch_fakes)
                 l_img = image_reconstruction_loss(x, r["x_ori"], r["x_cycle"])
                 f_ori = flatten_parts(eid(r["x_ori"]).parts)
                 if g.feat_target == "new":
@@ -216,39 +235,193 @@ class GCL(Method):
         if g.stage == 3:
             self.contrast.memory.update(index, r["f"].detach())
         losses["loss"] = total
+        self.iteration += 1
+        if g.grid_every > 0 and self.iteration % g.grid_every == 0:
+            grids = Path(self.cfg.run.out) / "grids"
+            self.save_grid(grids / f"iter_{self.iteration:07d}.png")
+            self.save_test_grid(grids / f"test_iter_{self.iteration:07d}.png")
         return {k: v.detach() for k, v in losses.items()}
 
-    # -- end of epoch: pictures --------------------------------------------------------------------------
+    # -- end of epoch: pictures and novel-view metrics ----------------------------------------------------
     def end_epoch(self, epoch):
-        self.save_grid(Path(self.cfg.run.out) / "grids" / f"epoch_{epoch + 1:03d}.png")
-        return {}
+        grids = Path(self.cfg.run.out) / "grids"
+        self.save_grid(grids / f"epoch_{epoch + 1:03d}.png")
+        self.save_test_grid(grids / f"test_epoch_{epoch + 1:03d}.png")
+        metrics = self.generation_metrics()
+        return {"generation": metrics} if metrics else {}
 
-    @torch.no_grad()
-    def save_grid(self, path: Path, count: int = 6) -> Path:
-        """(input, structure 0°, reconstruction, structure at a new angle, novel view, cycle) for fixed
-        training images (and test images when their structure maps exist)."""
-        from ..evaluation.visual import save_image_grid
-        if self.grid_images is None:
-            picks = np.linspace(0, len(self.records) - 1, num=min(count, len(self.records))).astype(int)
-            items = [self._dataset([self.records[i] for i in picks], augment=False)[k] for k in range(len(picks))]
-            self.grid_images = {k: torch.stack([torch.as_tensor(it[k]) for it in items])
-                                for k in ("image", "structure", "structure_new")}
+    @contextlib.contextmanager
+    def _eval_models(self):
+        """All networks in eval mode (BatchNorm running statistics, no dropout), restored afterwards."""
         modes = {name: m.training for name, m in self.models.items()}
         for m in self.models.values():
             m.eval()
         try:
-            b = self.grid_images
-            r = self.generate(b["image"].to(self.device), b["structure"].to(self.device),
-                              b["structure_new"].to(self.device))
+            yield
         finally:
             for name, m in self.models.items():
                 m.train(modes[name])
+
+    @torch.no_grad()
+    def save_grid(self, path: Path, count: int = 6) -> Path:
+        """(input, structure 0°, reconstruction, structure at a new angle, novel view, cycle) for fixed
+        training images (the new angle drawn once, when the images are first picked)."""
+        from ..evaluation.visual import save_image_grid
+        if self.grid_images is None:
+            picks = np.linspace(0, len(self.records) - 1, num=min(count, len(self.records))).astype(int)
+            # The dataset draws the new angles with Python's `random`: keep the training stream as it
+            # was, so that grids (and resuming, which picks them again) do not change the run.
+            py_state = random.getstate()
+            try:
+                items = [self._dataset([self.records[i] for i in picks], augment=False)[k] for k in range(len(picks))]
+            finally:
+                random.setstate(py_state)
+            self.grid_images = {k: torch.stack([torch.as_tensor(it[k]) for it in items])
+                                for k in ("image", "structure", "structure_new")}
+        b = self.grid_images
+        with self._eval_models():
+            r = self.generate(b["image"].to(self.device), b["structure"].to(self.device),
+                              b["structure_new"].to(self.device))
         return save_image_grid([b["image"], b["structure"], r["x_ori"], b["structure_new"], r["x_new"], r["x_cycle"]],
                                ["input", "s 0deg", "recon", "s new", "novel", "cycle"], path)
 
+    def views_root(self) -> Path:
+        """Where true novel views live (SynthReID: ``<data.root>/views/<train|test>/view_<deg>/``)."""
+        return Path(self.cfg.data.root) / "views"
+
+    def test_sample(self) -> dict:
+        """A fixed sample of query images with their structure maps and, where they exist, true views.
+
+        Images are spread evenly over the query list (`gcl.gen_eval_images`, default 16). Keys:
+        ``image`` (B×3×H×W, normalised), ``structure`` (B×1×H×W, 0°), ``angles`` (the angles whose
+        maps exist for every sampled image), ``structures`` (A×B×1×H×W), ``view_angles`` (those of
+        ``angles`` with a true view for every image) and ``views`` (V×B×3×H×W, in [0, 1]). Empty when
+        there is no query split or the maps of the test images are missing. Loaded once and cached;
+        it draws no random numbers (training stays reproducible with or without it).
+        """
+        if self._test_sample is not None:
+            return self._test_sample
+        from ..data import build_test_transform, denormalize, load_image
+        from ..structures.dataset import load_structure
+        self._test_sample = {}
+        query = list(self.dataset.query)
+        if not query:
+            return self._test_sample
+        n = int(self.cfg.gcl.gen_eval_images)
+        picks = sorted(set(np.linspace(0, len(query) - 1, num=min(max(n, 1), len(query))).astype(int).tolist()))
+        root = self.structure_root()
+        records = [query[i] for i in picks if structure_path(root, query[i], 0).is_file()]
+        if not records:
+            return self._test_sample
+        angles = [a for a in ANGLES if all(structure_path(root, r, a).is_file() for r in records)]
+        views = self.views_root()
+        view_angles = []
+        if views.is_dir():
+            view_angles = [a for a in angles if all(self._view_path(r, a).is_file() for r in records)]
+            if len(view_angles) < len(angles):
+                log.warning("true views missing under %s for angles %s of the test sample; they are not scored",
+                            views, sorted(set(angles) - set(view_angles)))
+        d = self.cfg.data
+        transform = build_test_transform(d)
+
+        def maps(angle):
+            return torch.stack([load_structure(structure_path(root, r, angle), d.height, d.width) for r in records])
+
+        self._test_sample = {
+            "records": records,
+            "image": torch.stack([transform(load_image(r.path)) for r in records]),
+            "structure": maps(0),
+            "angles": angles,
+            "structures": torch.stack([maps(a) for a in angles]) if angles else None,
+            "view_angles": view_angles,
+            "views": torch.stack([denormalize(torch.stack([transform(load_image(self._view_path(r, a)))
+                                                           for r in records])) for a in view_angles])
+            if view_angles else None,
+        }
+        return self._test_sample
+
+    def _view_path(self, record, angle: int) -> Path:
+        return self.views_root() / structure_split(record) / f"view_{angle}" / record.relpath
+
+    @torch.no_grad()
+    def save_test_grid(self, path: Path, count: int = 6) -> Optional[Path]:
+        """The grid of :meth:`save_grid` for fixed test (query) images, row i turned by the i-th angle
+        (cycling), plus a ``true`` column when the dataset has true views; None without test maps."""
+        from ..evaluation.visual import save_image_grid
+        sample = self.test_sample()
+        if not sample or not sample["angles"]:
+            return None
+        k = min(count, len(sample["records"]))
+        angles = [sample["angles"][i % len(sample["angles"])] for i in range(k)]
+        rows = torch.arange(k)
+        a_index = torch.tensor([sample["angles"].index(a) for a in angles])
+        x, s0 = sample["image"][:k], sample["structure"][:k]
+        s1 = sample["structures"][a_index, rows]
+        with self._eval_models(), self.autocast():
+            r = self.generate(x.to(self.device), s0.to(self.device), s1.to(self.device))
+        columns = [x, s0, r["x_ori"].float(), s1, r["x_new"].float()]
+        titles = ["input", "s 0deg", "recon", "s new", "novel"]
+        if all(a in sample["view_angles"] for a in angles):
+            from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+            v_index = torch.tensor([sample["view_angles"].index(a) for a in angles])
+            true = sample["views"][v_index, rows]
+            mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            columns.append((true - mean) / std)  # the grid expects normalised images
+            titles.append("true")
+        columns.append(r["x_cycle"].float())
+        titles.append("cycle")
+        return save_image_grid([c.cpu() for c in columns], titles, path)
+
+    @torch.no_grad()
+    def generation_metrics(self, batch_size: int = 16) -> Dict[str, float]:
+        """SSIM / PSNR / L1 of generated novel views against the true views of the test sample.
+
+        ``ssim``, ``psnr``, ``l1``: means over the sample and all scored angles; ``ssim_<deg>`` etc.
+        per angle; ``recon_*``: the 0° reconstruction against the input; ``copy_*``: the input image
+        itself scored against the true views (what a generator that ignores the angle would get);
+        ``images``: sample size. Images are compared in [0, 1] RGB (generated ones clamped). Empty
+        (nothing logged) when the dataset has no true views.
+        """
+        from ..data import denormalize
+        from ..evaluation.generation import image_metrics
+        sample = self.test_sample()
+        if not sample or not sample["view_angles"]:
+            return {}
+        eid, gen = self.encoder, self.models["generator"]
+        angles = sample["view_angles"]
+        a_index = [sample["angles"].index(a) for a in angles]
+        sums: Dict[str, float] = {}
+
+        def add(prefix: str, a: torch.Tensor, b: torch.Tensor) -> None:
+            for name, values in image_metrics(a.float().cpu(), b.float().cpu(), max_db=PSNR_CAP_DB).items():
+                sums[prefix + name] = sums.get(prefix + name, 0.0) + float(values.sum())
+
+        n = len(sample["records"])
+        with self._eval_models(), self.autocast():
+            for lo in range(0, n, batch_size):
+                x = sample["image"][lo:lo + batch_size].to(self.device)
+                real = denormalize(x.float())
+                parts = eid(x).parts
+                add("recon_", denormalize(gen.decode(gen.encode_structure(sample["structure"][lo:lo + batch_size]
+                                                                          .to(self.device)), parts).float()), real)
+                for v, (angle, a) in enumerate(zip(angles, a_index)):
+                    s = sample["structures"][a, lo:lo + batch_size].to(self.device)
+                    fake = denormalize(gen.decode(gen.encode_structure(s), parts).float())
+                    true = sample["views"][v, lo:lo + batch_size].to(self.device)
+                    add(f"gen_{angle}_", fake, true)
+                    add("copy_", real, true)
+        out: Dict[str, float] = {"images": n}
+        for name in ("ssim", "psnr", "l1"):
+            per_angle = [sums[f"gen_{a}_{name}"] / n for a in angles]
+            out[name] = float(np.mean(per_angle))
+            out.update({f"{name}_{a}": v for a, v in zip(angles, per_angle)})
+            out[f"recon_{name}"] = sums[f"recon_{name}"] / n
+            out[f"copy_{name}"] = sums[f"copy_{name}"] / (n * len(angles))
+        return out
+
     # -- checkpoint state ---------------------------------------------------------------------------------
     def state(self):
-        state = {"labels": self.labels, "memory_ready": self.memory_ready}
+        state = {"labels": self.labels, "memory_ready": self.memory_ready, "iteration": self.iteration}
         if self.contrast is not None:
             state["memory"] = self.contrast.memory.state_dict()
         return state
@@ -256,5 +429,6 @@ class GCL(Method):
     def load_state(self, state):
         self.labels = np.asarray(state.get("labels", self.labels))
         self.memory_ready = bool(state.get("memory_ready", False))
+        self.iteration = int(state.get("iteration", 0))
         if self.contrast is not None and "memory" in state:
             self.contrast.memory.load_state_dict(state["memory"])

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 
@@ -72,12 +72,27 @@ class RunLogger:
         with open(self.metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         step = record.get("epoch", 0)
-        self.scalars({k: v for k, v in record.get("clusters", {}).items()}, step, prefix="clusters/")
-        self.scalars({k: v for k, v in record.get("eval", {}).items() if k != "cmc"}, step, prefix="eval/")
+        # Every dict-valued entry (clusters, eval, a method's end_epoch extras such as GCL's
+        # `generation`) becomes scalars `<key>/<name>`, nested dicts `<key>/<name>/<sub>`. Epoch losses
+        # are skipped: they are already logged per iteration as train/*.
+        for key, value in record.items():
+            if isinstance(value, dict) and key != "losses":
+                self.scalars(flatten_scalars(value), step, prefix=f"{key}/")
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def flatten_scalars(values: Dict, prefix: str = "") -> Dict[str, float]:
+    """Nested dicts → ``{"a/b": number}``; non-numeric leaves (lists, strings, booleans) are left out."""
+    flat: Dict[str, float] = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            flat.update(flatten_scalars(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            flat[f"{prefix}{k}"] = v
+    return flat
 
 
 def read_metrics(path: Path) -> list:

@@ -5,17 +5,14 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 
-def _to_rgb_array(x: torch.Tensor) -> np.ndarray:
-    """C×H×W → H×W×3 uint8. 3 channels: ImageNet-normalised; 1 channel: a structure map in [−1, 1]."""
-    from ..data import denormalize
-    x = x.detach().float().cpu()
-    x = denormalize(x) if x.shape[0] == 3 else ((x + 1) / 2).clamp(0, 1).expand(3, -1, -1)
-    return (x.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+def _to_image(x: torch.Tensor) -> Image.Image:
+    """C×H×W → PIL. 3 channels: ImageNet-normalised image; 1 channel: a structure map in [−1, 1]."""
+    from ..data import tensor_to_pil
+    return tensor_to_pil(x) if x.shape[0] == 3 else tensor_to_pil((x + 1) / 2, normalized=False)
 
 
 def save_image_grid(columns: Sequence[torch.Tensor], titles: Sequence[str], path: os.PathLike, pad: int = 2) -> Path:
@@ -30,7 +27,7 @@ def save_image_grid(columns: Sequence[torch.Tensor], titles: Sequence[str], path
         x0 = pad + c * (w + pad)
         draw.text((x0, 0), title[: max(1, w // 6)], fill=(230, 230, 120))
         for r in range(b):
-            grid.paste(Image.fromarray(_to_rgb_array(images[r])), (x0, title_h + pad + r * (h + pad)))
+            grid.paste(_to_image(images[r]), (x0, title_h + pad + r * (h + pad)))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
