@@ -22,16 +22,15 @@ Times are the median (and best) of several calls; ratios use medians. Writes ben
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Tuple
 
 import torch
+
+from _common import machine, write_results
 import torch.nn.functional as F
 
 from gclreid.config import GeneratorConfig
@@ -219,16 +218,7 @@ def main() -> int:
     print()
     for key, value in ratios.items():
         print(f"{key:<40} {value:.4g}")
-    payload = {
-        "hardware": {"device": str(device), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                     "platform": platform.platform(), "processor": platform.processor(),
-                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "torch": torch.__version__, "python": sys.version.split()[0], "quick": args.quick, "d_batch": batch,
-        "rows": rows, "ratios": ratios,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(payload, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, {**machine(device), "quick": args.quick, "d_batch": batch, "rows": rows, "ratios": ratios,})
     return 0
 
 

@@ -14,15 +14,14 @@ Writes bench/results/models.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from _common import machine, write_results
 
 from gclreid.models import IdentityEncoder, build_resnet, load_imagenet_weights
 from gclreid.runtime import resolve_device
@@ -126,16 +125,7 @@ def main() -> int:
     print()
     for key, value in results.items():
         print(f"{key:<40} {value:.3f}")
-    payload = {
-        "hardware": {"device": str(device), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
-                     "platform": platform.platform(), "processor": platform.processor(),
-                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-        "torch": torch.__version__, "python": sys.version.split()[0], "quick": args.quick,
-        "rows": rows, "ratios": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(payload, indent=2))
-    print(f"wrote {args.out}")
+    write_results(args.out, {**machine(device), "quick": args.quick, "rows": rows, "ratios": results,})
     return 0
 
 
