@@ -105,6 +105,7 @@ class ClusterConfig:
     outliers: str = "drop"  # drop: unclustered images leave this epoch | single: each is its own class
     instance_epochs: int = 0  # first epochs with every image its own class (instance discrimination), for
     #                           encoders trained from scratch whose first clustering would be meaningless
+    camera_normalize: bool = False  # centre features per camera before clustering (camera-aware; docs/clustering.md)
 
 
 @dataclass

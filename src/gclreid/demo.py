@@ -1,8 +1,9 @@
-"""The demo pipeline on SynthReID: data → evaluation of each stage → one results table.
+"""The demo pipeline on SynthReID: data → untrained encoder → stage 1 → stage 2 → stage 3, one table.
 
-Each stage writes into its own sub-folder of the run folder and adds a row to `results.json`.
-Today's stages: the dataset and the untrained identity encoder; the training stages join as the
-methods land (see the issues).
+Each training stage is an ordinary `gclreid train` run with a shipped config, in its own sub-folder
+of the run folder (config, metrics.jsonl, checkpoints, TensorBoard, grids), initialised from the
+previous stage's checkpoint; each adds a row (mAP / rank-1 after the stage, and for the generator
+stages the SSIM of generated novel views against SynthReID's true views) to `results.json`.
 """
 from __future__ import annotations
 
@@ -11,10 +12,17 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
-
+from typing import Any, Dict, List, Optional, Sequence
 
 from .config import load_config, save_config
+
+# (key, table label, shipped config, how the stage is initialised from the previous one)
+STAGES = (
+    ("stage1", "stage 1: cluster contrast", "cluster_contrast_synthreid.yaml", None),
+    ("stage2", "stage 2: generator warm-up", "gcl_stage2_synthreid.yaml", "train.init"),
+    ("stage3", "stage 3: GCL joint", "gcl_synthreid.yaml", "gcl.init"),
+)
+STAGE_KEYS = tuple(key for key, *_ in STAGES)
 
 
 def ensure_synthreid(out: Path, seed: int, workers: int, progress: bool = True, **overrides) -> Dict[str, Any]:
@@ -32,48 +40,90 @@ def ensure_synthreid(out: Path, seed: int, workers: int, progress: bool = True, 
     return generate(cfg, str(out), workers=max(1, workers), overwrite=True, progress=progress)
 
 
-def _row(stage: str, result: Dict[str, Any], seconds: float) -> Dict[str, Any]:
-    cmc = result["cmc"]
-    return {"stage": stage, "mAP": float(result["mAP"]), "rank1": float(cmc[0]), "rank5": float(cmc[4]),
-            "mINP": float(result["mINP"]), "seconds": round(seconds, 1)}
+def _row(stage: str, result: Dict[str, Any], seconds: float, generation: Optional[dict] = None) -> Dict[str, Any]:
+    """A table row from evaluate_model's result (cmc) or a training run's eval record (rankN)."""
+    rank = (lambda r: float(result["cmc"][r - 1])) if "cmc" in result else (lambda r: float(result[f"rank{r}"]))
+    row = {"stage": stage, "mAP": float(result["mAP"]), "rank1": rank(1), "rank5": rank(5),
+           "mINP": float(result["mINP"]), "seconds": round(seconds, 1)}
+    if generation:
+        row["novel_view_ssim"] = float(generation["ssim"])
+    return row
 
 
 def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int = 2,
-             progress: bool = True, synth_overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Run the demo into `out`; `synth_overrides` change the dataset preset (tests use a tiny one)."""
+             progress: bool = True, synth_overrides: Optional[Dict[str, Any]] = None,
+             stages: Sequence[str] = STAGE_KEYS, overrides: Optional[Dict[str, List[str]]] = None) -> Dict[str, Any]:
+    """Run the demo into `out`.
+
+    `stages`: which training stages to run, in pipeline order (each needs the one before it).
+    `overrides`: extra config overrides per stage key (e.g. ``{"stage1": ["train.epochs=2"]}``);
+    `synth_overrides` change the dataset preset (tests use a tiny one)."""
     from .data import build_dataset
+    from .engine.loop import train
+    from .errors import GclreidError
     from .evaluation.pipeline import evaluate_model
     from .models import build_identity_encoder
     from .runtime import resolve_device, seed_everything
+
+    unknown = [s for s in stages if s not in STAGE_KEYS]
+    if unknown:
+        raise GclreidError(f"demo: unknown stage(s) {unknown}; expected some of {list(STAGE_KEYS)}")
+    wanted = [key for key in STAGE_KEYS if key in stages]
+    if wanted != list(STAGE_KEYS[:len(wanted)]):
+        raise GclreidError(f"demo: stages {list(stages)} skip one; each stage starts from the one before "
+                           f"({' → '.join(STAGE_KEYS)})")
+    bad = set(overrides or {}) - set(STAGE_KEYS)
+    if bad:
+        raise GclreidError(f"demo: overrides for unknown stage(s) {sorted(bad)}; expected some of {list(STAGE_KEYS)}")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     data_dir = out / "data"
     synth = ensure_synthreid(data_dir, seed, workers, progress, **(synth_overrides or {}))
-    cfg = load_config("data_synthreid.yaml", [f"data.root={data_dir}", f"run.seed={seed}", f"run.device={device}",
-                                              f"data.workers={workers}", f"run.out={out}"])
+    common = [f"data.root={data_dir}", f"run.seed={seed}", f"run.device={device}", f"data.workers={workers}"]
+    cfg = load_config("data_synthreid.yaml", common + [f"run.out={out}"])
     save_config(cfg, out / "config.yaml")
     dataset = build_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
     rows = []
+    results = {"dataset": str(data_dir), "stats": dataset.stats(), "synth": synth, "rows": rows,
+               "path": str(out / "results.json"), "runs": {}}
+
+    def save() -> None:
+        results["seconds"] = round(time.time() - started, 1)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
 
     t = time.time()
     seed_everything(cfg.run.seed)
     encoder = build_identity_encoder(cfg.model)
     result = evaluate_model(encoder, dataset, cfg.data, cfg.eval, resolve_device(cfg.run.device), progress=False)
     rows.append(_row("untrained encoder", result, time.time() - t))
+    save()
 
-    results = {"dataset": str(data_dir), "stats": dataset.stats(), "synth": synth, "rows": rows,
-               "seconds": round(time.time() - started, 1), "path": str(out / "results.json")}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    previous = None
+    for key, label, config_name, init_key in STAGES:
+        if key not in wanted:
+            break
+        run_dir = out / key
+        stage_overrides = common + [f"run.out={run_dir}"]
+        if init_key:
+            stage_overrides.append(f"{init_key}={previous}")
+        stage_cfg = load_config(config_name, stage_overrides + list((overrides or {}).get(key, [])))
+        t = time.time()
+        record = train(stage_cfg, dataset=dataset, progress=progress)
+        rows.append(_row(label, record["eval"], time.time() - t, record.get("generation")))
+        results["runs"][key] = {"config": config_name, "out": str(run_dir), "clusters": record.get("clusters", {})}
+        previous = run_dir / "last.pt"
+        save()
     return results
 
 
 def format_results(results: Dict[str, Any]) -> str:
-    lines = [f"SynthReID demo ({results['dataset']}): mAP / rank-1 / rank-5 / mINP in %",
-             f"{'stage':<28}{'mAP':>7}{'R-1':>7}{'R-5':>7}{'mINP':>7}{'time s':>9}"]
+    lines = [f"SynthReID demo ({results['dataset']}): mAP / rank-1 / rank-5 / mINP in %; SSIM of generated novel views",
+             f"{'stage':<30}{'mAP':>7}{'R-1':>7}{'R-5':>7}{'mINP':>7}{'SSIM':>7}{'time s':>9}"]
     for r in results["rows"]:
-        lines.append(f"{r['stage']:<28}{100 * r['mAP']:7.2f}{100 * r['rank1']:7.2f}{100 * r['rank5']:7.2f}"
-                     f"{100 * r['mINP']:7.2f}{r['seconds']:9.1f}")
+        ssim = f"{r['novel_view_ssim']:7.3f}" if "novel_view_ssim" in r else f"{'':>7}"
+        lines.append(f"{r['stage']:<30}{100 * r['mAP']:7.2f}{100 * r['rank1']:7.2f}{100 * r['rank5']:7.2f}"
+                     f"{100 * r['mINP']:7.2f}{ssim}{r['seconds']:9.1f}")
     lines.append(f"total {results['seconds']:.0f} s; results: {results['path']}")
     return "\n".join(lines)

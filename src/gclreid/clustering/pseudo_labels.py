@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 
 from ._checks import ArrayLike, FeatureError
+from .camera import camera_centered
 from .jaccard import Device, DistanceBlock, jaccard_blocks, symmetric_from_strict_upper
 from .kreciprocal import DEFAULT_WORK
 from .stats import ClusterStats, cluster_statistics
@@ -158,7 +159,7 @@ def pseudo_labels(features: ArrayLike, eps: Optional[float] = None, rho: float =
                   min_samples: int = 4, k1: int = 30, k2: int = 6, outliers: str = "drop", *,
                   true_ids: Optional[np.ndarray] = None, device: Device = None,
                   chunk_rows: Optional[int] = None, work: int = DEFAULT_WORK,
-                  knn_backend: str = "torch") -> PseudoLabels:
+                  knn_backend: str = "torch", cameras: Optional[ArrayLike] = None) -> PseudoLabels:
     """Cluster `features` (N×D) into pseudo identities: DBSCAN (min_samples, precomputed metric)
     on the k-reciprocal Jaccard distance (k1, k2; see :func:`jaccard_distance`).
 
@@ -167,13 +168,16 @@ def pseudo_labels(features: ArrayLike, eps: Optional[float] = None, rho: float =
     Jaccard matrix is streamed block by block and only the pairs within eps are kept, so memory
     stays O(N·k); the labels are identical to DBSCAN on the dense matrix. `outliers` is
     ``"drop"`` (label −1) or ``"single"`` (each outlier its own class). With `true_ids` the
-    result carries NMI / ARI / purity (analysis only)."""
+    result carries NMI / ARI / purity (analysis only). With `cameras` (one id per sample) the
+    features are first centred per camera (:func:`~gclreid.clustering.camera_centered`)."""
     if outliers not in OUTLIER_POLICIES:
         raise FeatureError(f"pseudo_labels: outliers must be one of {OUTLIER_POLICIES}, got {outliers!r}")
     if isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
         raise FeatureError(f"pseudo_labels: min_samples must be a positive integer, got {min_samples!r}")
     if eps is not None and not eps > 0:
         raise FeatureError(f"pseudo_labels: eps must be positive, got {eps!r}")
+    if cameras is not None:
+        features = camera_centered(features, cameras)
     bound = {"value": np.inf if eps is None else float(eps)}
     timings: dict = {}
     n, blocks = jaccard_blocks(features, k1, k2, device=device, chunk_rows=chunk_rows, work=work,

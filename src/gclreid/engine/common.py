@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import load_model_state, read_checkpoint
+from ..config import ConfigError
 from ..errors import CheckpointError
 from ..models import build_identity_encoder, map_official_eid_state, read_state_dict
 
@@ -74,15 +75,16 @@ def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.dev
     return features
 
 
-def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = (), epoch: int = 0
-                         ) -> Tuple[np.ndarray, Dict[str, float]]:
+def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = (), epoch: int = 0,
+                         cameras: Sequence[int] = ()) -> Tuple[np.ndarray, Dict[str, float]]:
     """DBSCAN on the k-reciprocal Jaccard distance → (labels, statistics).
 
     During the first cluster.instance_epochs epochs every image is its own class instead.
 
     Labels are contiguous from 0; under outliers=drop unclustered images are −1, under single each
     gets a class of its own. Statistics include NMI/ARI/purity against `true_pids` when those are
-    known (for analysis only — they never influence training).
+    known (for analysis only — they never influence training). With cluster.camera_normalize the
+    features are centred per camera (`cameras`, one id per image) before clustering.
     """
     from ..clustering import pseudo_labels
     c = cfg.cluster
@@ -91,6 +93,13 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
                                                           "num_classes": len(features), "instance": True}
     pids = np.asarray(true_pids)
     known = len(pids) == len(features) and len(pids) > 0 and bool((pids >= 0).all())
+    if c.camera_normalize and len(cameras) != len(features):
+        raise ConfigError(f"cluster.camera_normalize needs one camera id per image; got {len(cameras)} for "
+                          f"{len(features)} images")
+    if c.camera_normalize and min(cameras) < 0:
+        raise ConfigError("cluster.camera_normalize needs camera ids, but some training images have none "
+                          "(camid -1); turn it off for this dataset")
     result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,
-                           k1=c.k1, k2=c.k2, outliers=c.outliers, true_ids=pids if known else None)
+                           k1=c.k1, k2=c.k2, outliers=c.outliers, true_ids=pids if known else None,
+                           cameras=np.asarray(cameras) if c.camera_normalize else None)
     return np.asarray(result.labels, dtype=np.int64), result.as_dict()

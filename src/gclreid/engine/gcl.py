@@ -134,7 +134,8 @@ class GCL(Method):
             self.memory_ready = True
         # GCL clusters the memory bank (momentum-averaged features), not freshly extracted ones.
         self.labels, stats = update_pseudo_labels(self.contrast.memory.features.cpu(), self.cfg,
-                                                  [r.pid for r in self.records], epoch)
+                                                  [r.pid for r in self.records], epoch,
+                                                  cameras=[r.camid for r in self.records])
         self.contrast.memory.set_labels(self.labels)
         return stats
 

@@ -24,7 +24,8 @@ class PseudoLabelMethod(Method):
 
     def start_epoch(self, epoch):
         self.features = train_features(self.encoder, self.records, self.cfg, self.device)
-        self.labels, stats = update_pseudo_labels(self.features, self.cfg, [r.pid for r in self.records], epoch)
+        self.labels, stats = update_pseudo_labels(self.features, self.cfg, [r.pid for r in self.records], epoch,
+                                                   cameras=[r.camid for r in self.records])
         return stats
 
     def state(self):
