@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny Market-layout dataset with learnable identity structure."""
 from pathlib import Path
 
+import gclreid  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP; docs/benchmarks.md)
+
 import numpy as np
 import pytest
 from PIL import Image
