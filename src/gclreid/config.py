@@ -110,7 +110,7 @@ class ClusterConfig:
 
 @dataclass
 class TrainConfig:
-    method: str = "cluster_contrast"  # tmp | cluster_contrast | supervised (gcl, dgnet: later)
+    method: str = "cluster_contrast"  # tmp | cluster_contrast | supervised | gcl | dgnet
     epochs: int = 50
     iters_per_epoch: int = 0  # 0 = one pass over the epoch's training set
     batch_size: int = 64
@@ -193,6 +193,63 @@ class GCLConfig:
 
 
 @dataclass
+class RampConfig:
+    """A loss weight that is 0 before iteration `start`, then rises linearly to `max` over `iters`
+    iterations (0 = jumps to `max` at `start`). Iterations count optimisation steps from 0."""
+    max: float = 0.0
+    start: int = 0
+    iters: int = 0
+
+
+@dataclass
+class DGNetConfig:
+    """DG-Net (train.method: dgnet; docs/dgnet.md). Defaults = the paper / official code (configs/latest.yaml)."""
+    # Teacher (dynamic soft labels, Eq. 8): a gclreid checkpoint of a `supervised` run on the same dataset.
+    # Empty: DG-Net first trains one into <run.out>/teacher/ with `teacher_config` (reused on resume).
+    teacher: str = ""
+    teacher_config: str = "supervised_base.yaml"  # config of that run; data.* and model.* come from this config
+    teacher_overrides: List[str] = field(default_factory=list)  # key=value overrides for the teacher run
+    teacher_bn: str = "batch"  # batch: BN on the generated batch's statistics (official) | running: eval mode
+    teacher_flip: bool = True  # soft label = mean of the image's and its mirror's softmax (official)
+    init_from_teacher: bool = False  # start Ea's backbone + primary bottleneck from the teacher (official: ImageNet)
+    # Appearance encoder Ea (ResNet from model.*): two heads Linear -> BN -> Dropout -> classifier.
+    num_classes: int = 0  # training identities; 0 = from the dataset (a positive value is checked against it)
+    bottleneck: int = 512  # f_prim / f_fine size
+    dropout_prim: float = 0.5
+    dropout_fine: float = 0.75
+    head_lr_mult: float = 10.0  # heads' lr = optim.lr x this (official 0.02 vs 0.002)
+    nesterov: bool = True  # SGD for Ea (optim.name: sgd)
+    # Generator / discriminator optimisers (Adam).
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas_gd: List[float] = field(default_factory=lambda: [0.0, 0.999])
+    weight_decay_gd: float = 5e-4
+    gan_type: str = "lsgan"  # lsgan (+R1, official) | nsgan (paper Eq. 7)
+    r1_weight: float = 0.01
+    # Loss weights (Eq. 10).
+    lambda_img: float = 5.0  # Eq. 1 + Eq. 2 (self-identity reconstruction)
+    lambda_id: float = 0.5  # Eq. 6 (identity of generated images, appearance label)
+    lambda_id_real: float = 1.0  # Eq. 3 (primary head on real images and positives)
+    lambda_gan: float = 1.0  # Eq. 7
+    lambda_prim: RampConfig = field(default_factory=lambda: RampConfig(max=2.0, start=30000, iters=4000))  # Eq. 8
+    alpha: float = 0.2  # lambda_fine = alpha x lambda_prim (Eq. 9)
+    lambda_code: RampConfig = field(default_factory=lambda: RampConfig(max=1.0, start=30000, iters=2000))  # Eq. 4-5
+    lambda_cycle: RampConfig = field(default_factory=lambda: RampConfig(max=2.0, start=30000, iters=4000))  # code only
+    fine_on_real: bool = True  # also train the fine head on real images with lambda_fine (official)
+    # Gradient routing.
+    detach_appearance: bool = True  # the decoder gets Ea's code without gradient (official); false: paper Eq. 2
+    structure_reencode_p: float = 0.5  # P(E_s trained on the detached generated image) vs frozen E_s -> G
+    single_image_ids: str = "error"  # identities with one training image: error | drop | self (own positive)
+    # Test feature: [normalised f_prim, sqrt(beta) x normalised f_fine] / sqrt(1 + beta) (ranks as prim + beta fine).
+    beta: float = 0.5
+    test_feature: str = "combined"  # combined | prim | fine
+    eval_features: List[str] = field(default_factory=lambda: ["prim", "fine"])  # also evaluated and recorded
+    eval_teacher: bool = True  # record the teacher's evaluation (Table 3's baseline row)
+    gen_eval_images: int = 16  # query images for the swap grid and the SSIM diversity each epoch
+    grid_every: int = 0  # iterations between swap grids (0: at the end of each epoch only)
+
+
+@dataclass
 class RunConfig:
     out: str = "runs/default"
     seed: int = 1
@@ -210,6 +267,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     gcl: GCLConfig = field(default_factory=GCLConfig)
+    dgnet: DGNetConfig = field(default_factory=DGNetConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 

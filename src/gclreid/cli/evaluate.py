@@ -14,18 +14,20 @@ from .common import add_config_arguments, config_from_args
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "evaluate", help="evaluate an identity encoder on a query/gallery split (mAP, CMC, mINP)",
+        "evaluate", help="evaluate an identity (or DG-Net appearance) encoder on a query/gallery split (mAP, CMC, mINP)",
         description="Extract features for query and gallery, rank, and report mAP, CMC and mINP with the "
                     "standard protocol (same-identity same-camera gallery entries excluded). Without "
                     "--checkpoint the encoder is built from the config (ImageNet weights if "
                     "model.pretrained=true, else random).",
         epilog="examples:\n  gclreid evaluate --checkpoint runs/gcl/last.pt --dataset market1501 --root data/market\n"
                "  gclreid evaluate --dataset synthreid --root data/synth model.pretrained=false eval.flip=true\n"
-               "  gclreid evaluate --checkpoint last.pt --dataset market1501 --root data eval.rerank=true",
+               "  gclreid evaluate --checkpoint last.pt --dataset market1501 --root data eval.rerank=true\n"
+               "  gclreid evaluate --checkpoint runs/dgnet/last.pt --dataset market1501 --root data dgnet.test_feature=prim",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", metavar="FILE", help="gclreid checkpoint holding the encoder")
-    p.add_argument("--model-key", default="identity_encoder",
-                   help="name of the model inside the checkpoint (default: identity_encoder)")
+    p.add_argument("--model-key", default=None,
+                   help="name of the model inside the checkpoint (default: identity_encoder, or appearance_encoder "
+                        "for a DG-Net checkpoint, evaluated with DG-Net's test feature: dgnet.test_feature, dgnet.beta)")
     p.add_argument("--dataset", metavar="NAME", help="dataset name (sets data.name)")
     p.add_argument("--root", metavar="DIR", help="dataset root (sets data.root)")
     p.add_argument("--out", metavar="DIR", help="folder for evaluate.json and config.yaml "
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import load_model_state, read_checkpoint
     from ..data import build_dataset
     from ..evaluation.pipeline import evaluate_model
-    from ..models import build_identity_encoder
+    from ..models import appearance_num_classes, build_appearance_encoder, build_identity_encoder, is_appearance_state
     from ..runtime import resolve_device, seed_everything
 
     shortcuts = [f"data.name={args.dataset}"] if args.dataset else []
@@ -53,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
         layers = [{"model": saved["model"]}] if saved.get("model") else []
         if saved.get("data"):
             layers.append({"data": {k: saved["data"][k] for k in ("height", "width") if k in saved["data"]}})
+        if saved.get("dgnet") and (saved.get("train") or {}).get("method") == "dgnet":
+            layers.append({"dgnet": saved["dgnet"]})  # DG-Net's test feature (beta, test_feature)
         if layers:
             cfg = OmegaConf.merge(cfg, *layers)
-            mine = [o for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "data")]
+            mine = [o for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "data", "dgnet")]
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(mine))
         cfg.model.pretrained = False  # weights come from the checkpoint
     seed_everything(cfg.run.seed)
@@ -65,11 +69,15 @@ def run(args: argparse.Namespace) -> int:
     model = build_identity_encoder(cfg.model)
     if payload is not None:
         models = payload["models"]
-        if args.model_key not in models:
+        key = args.model_key or ("appearance_encoder" if "appearance_encoder" in models and "identity_encoder" not in models
+                                 else "identity_encoder")
+        if key not in models:
             from ..errors import CheckpointError
-            raise CheckpointError(f"checkpoint {args.checkpoint} has no model {args.model_key!r}; "
+            raise CheckpointError(f"checkpoint {args.checkpoint} has no model {key!r}; "
                                   f"it holds {sorted(models)} (choose one with --model-key)")
-        load_model_state(model, models[args.model_key], source=f"model {args.model_key!r} in {args.checkpoint}")
+        if is_appearance_state(models[key]):  # DG-Net's Ea: evaluated with its own test feature
+            model = build_appearance_encoder(cfg.model, cfg.dgnet, appearance_num_classes(models[key]))
+        load_model_state(model, models[key], source=f"model {key!r} in {args.checkpoint}")
     model.to(device)
 
     result = evaluate_model(model, dataset, cfg.data, cfg.eval, device, progress=sys.stderr.isatty())

@@ -10,11 +10,13 @@ from .common import add_config_arguments, config_from_args
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a method (tmp, cluster_contrast, supervised) from a config",
+        "train", help="train a method (tmp, cluster_contrast, supervised, gcl, dgnet) from a config",
         description="Train with the method named by train.method. Each epoch: pseudo labels (unsupervised "
                     "methods) → training → evaluation → checkpoint <run.out>/last.pt. Writes config.yaml, "
-                    "metrics.jsonl, results.json and TensorBoard scalars in run.out.",
+                    "metrics.jsonl, results.json and TensorBoard scalars in run.out. dgnet first trains its "
+                    "teacher (a supervised run) into <run.out>/teacher/ unless dgnet.teacher names one.",
         epilog="examples:\n  gclreid train --config configs/tmp_synthreid.yaml\n"
+               "  gclreid train --config configs/dgnet_synthreid.yaml   # teacher, then DG-Net\n"
                "  gclreid train --config configs/cluster_contrast_market1501.yaml data.root=/data run.out=runs/cc\n"
                "  gclreid train --config configs/tmp_synthreid.yaml --resume   # continue from run.out/last.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)

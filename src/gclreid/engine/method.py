@@ -29,7 +29,7 @@ def register_method(name: str) -> Callable[[Type["Method"]], Type["Method"]]:
 
 
 def build_method(cfg, dataset, device: torch.device) -> "Method":
-    from . import cluster_contrast, gcl, supervised, tmp  # noqa: F401  (registration)
+    from . import cluster_contrast, dgnet, gcl, supervised, tmp  # noqa: F401  (registration)
     if cfg.train.method not in METHODS:
         raise ConfigError(f"train.method={cfg.train.method!r} is not a known method; known: {sorted(METHODS)}")
     return METHODS[cfg.train.method](cfg, dataset, device)

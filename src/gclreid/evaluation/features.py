@@ -25,8 +25,9 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
     is called when the model has an ``embed`` method, else ``model(images)``; either must return a
     B×D tensor.
 
-    With ``flip=True`` the feature is the mean of the image's and its horizontal mirror's. With
-    ``normalize=True`` (default) the final features are L2-normalised.
+    With ``flip=True`` the feature is the mean of the image's and its horizontal mirror's, or
+    ``model.fuse_flip(feature, mirror_feature)`` when the model defines it (DG-Net re-normalises each
+    half of its two-part feature). With ``normalize=True`` (default) the final features are L2-normalised.
 
     Returns ``(features, pids, camids)``: float32 N×D on the CPU and two numpy arrays, rows sorted by
     ``index`` — dataset order when the loader covers the whole dataset, whatever its sampler.
@@ -37,6 +38,7 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
     model.to(device)
     model.eval()
     embed = model.embed if callable(getattr(model, "embed", None)) else model
+    fuse = model.fuse_flip if callable(getattr(model, "fuse_flip", None)) else (lambda a, b: (a + b) / 2)
     total = len(loader) if hasattr(loader, "__len__") else None
     feats, pids, camids, indices = [], [], [], []
     try:
@@ -50,7 +52,7 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
                 images = batch["image"].to(device, non_blocking=True)
                 out = _embed_checked(embed, images)
                 if flip:
-                    out = (out + _embed_checked(embed, torch.flip(images, dims=[3]))) / 2
+                    out = fuse(out, _embed_checked(embed, torch.flip(images, dims=[3])))
                 feats.append(out.float().cpu())
                 pids.append(_as_numpy(batch["pid"]))
                 camids.append(_as_numpy(batch["camid"]))

@@ -1,4 +1,4 @@
-"""Parameter counts of GCL's networks, per module (what ``gclreid summary`` prints).
+"""Parameter counts of GCL's and DG-Net's networks, per module (what ``gclreid summary`` prints).
 
 The networks are built on PyTorch's ``meta`` device: shapes only, no memory and no initialisation
 cost, so counting the 39 M parameters of the paper configuration takes a fraction of a second.
@@ -16,11 +16,14 @@ from .decoder import Generator, build_generator
 from .discriminator import MultiScaleDiscriminator, build_discriminator
 from .identity_encoder import IdentityEncoder, build_identity_encoder
 
-__all__ = ["SUMMARY_KEYS", "count_parameters", "child_parameter_counts", "build_gcl_networks", "gcl_parameter_details",
-           "gcl_parameter_counts", "format_parameter_table"]
+__all__ = ["SUMMARY_KEYS", "DGNET_SUMMARY_KEYS", "count_parameters", "child_parameter_counts", "build_gcl_networks",
+           "gcl_parameter_details", "gcl_parameter_counts", "build_dgnet_networks", "dgnet_parameter_counts",
+           "dgnet_parameter_details", "parameter_counts", "parameter_details", "format_parameter_table"]
 
 # The order (and the JSON keys) of `gclreid summary`.
 SUMMARY_KEYS = ("identity_encoder", "structure_encoder", "decoder", "adain_mlps", "discriminator")
+# The same for a DG-Net config (train.method: dgnet): Ea instead of Eid.
+DGNET_SUMMARY_KEYS = ("appearance_encoder", "structure_encoder", "decoder", "adain_mlps", "discriminator")
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -69,20 +72,75 @@ def gcl_parameter_counts(cfg: Any) -> Dict[str, int]:
 def gcl_parameter_details(cfg: Any) -> Dict[str, Dict[str, int]]:
     """Per summary key, the parameters of that module's direct children."""
     eid, generator, discriminator = build_gcl_networks(cfg, device="meta")
-    modules = {"identity_encoder": eid, "structure_encoder": generator.structure_encoder.model,
-               "decoder": generator.decoder, "adain_mlps": generator.adain_mlps, "discriminator": discriminator.scales}
-    details = {key: child_parameter_counts(module) for key, module in modules.items()}
-    details["decoder"] = {**{f"res_blocks.{k}": v for k, v in child_parameter_counts(generator.decoder.res_blocks).items()},
-                          **{f"up.{k}": v for k, v in child_parameter_counts(generator.decoder.up).items()}}
-    details["adain_mlps"] = {f"{kind}.{k}": v for kind in ("mlp_w", "mlp_b")
-                             for k, v in child_parameter_counts(getattr(generator.adain_mlps, kind)).items()}
-    return details
+    return {"identity_encoder": child_parameter_counts(eid), **_generator_details(generator, discriminator)}
+
+
+def _generator_details(generator: Generator, discriminator: MultiScaleDiscriminator) -> Dict[str, Dict[str, int]]:
+    """Children counts of the structure encoder, decoder, AdaIN MLPs and D (shared by GCL and DG-Net)."""
+    decoder = {**{f"res_blocks.{k}": v for k, v in child_parameter_counts(generator.decoder.res_blocks).items()},
+               **{f"up.{k}": v for k, v in child_parameter_counts(generator.decoder.up).items()}}
+    mlps = {f"{kind}.{k}": v for kind in ("mlp_w", "mlp_b")
+            for k, v in child_parameter_counts(getattr(generator.adain_mlps, kind)).items()}
+    return {"structure_encoder": child_parameter_counts(generator.structure_encoder.model), "decoder": decoder,
+            "adain_mlps": mlps, "discriminator": child_parameter_counts(discriminator.scales)}
+
+
+def _dgnet_num_classes(cfg: Any) -> int:
+    from ..config import ConfigError
+    n = int(cfg.dgnet.num_classes)
+    if n < 2:
+        raise ConfigError(f"dgnet.num_classes={n}: counting DG-Net's parameters needs the number of training "
+                          "identities (751 for Market-1501); set dgnet.num_classes")
+    return n
+
+
+def build_dgnet_networks(cfg: Any, device: Any = "cpu") -> Tuple[nn.Module, Generator, MultiScaleDiscriminator]:
+    """Ea, the generator and D of a DG-Net config (``dgnet.num_classes`` classes), without ImageNet weights.
+    The generator and D are GCL's modules; Ea's appearance code is the generator's identity input."""
+    from .appearance_encoder import build_appearance_encoder
+    with torch.device(device):
+        ea = build_appearance_encoder(_model_section(cfg), cfg.dgnet, _dgnet_num_classes(cfg))
+        generator = build_generator(cfg.generator, ea.part_dim)
+        discriminator = build_discriminator(cfg.generator)
+    return ea, generator, discriminator
+
+
+def dgnet_parameter_counts(cfg: Any) -> Dict[str, int]:
+    """``{appearance_encoder, structure_encoder, decoder, adain_mlps, discriminator, total}`` for DG-Net."""
+    ea, generator, discriminator = build_dgnet_networks(cfg, device="meta")
+    counts = {"appearance_encoder": count_parameters(ea),
+              "structure_encoder": count_parameters(generator.structure_encoder),
+              "decoder": count_parameters(generator.decoder),
+              "adain_mlps": count_parameters(generator.adain_mlps),
+              "discriminator": count_parameters(discriminator)}
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def dgnet_parameter_details(cfg: Any) -> Dict[str, Dict[str, int]]:
+    """Per DG-Net summary key, the parameters of that module's direct children."""
+    ea, generator, discriminator = build_dgnet_networks(cfg, device="meta")
+    return {"appearance_encoder": child_parameter_counts(ea), **_generator_details(generator, discriminator)}
+
+
+def _is_dgnet(cfg: Any) -> bool:
+    train = getattr(cfg, "train", None)
+    return getattr(train, "method", None) == "dgnet"
+
+
+def parameter_counts(cfg: Any) -> Dict[str, int]:
+    """:func:`dgnet_parameter_counts` for a DG-Net config (``train.method: dgnet``), else GCL's."""
+    return dgnet_parameter_counts(cfg) if _is_dgnet(cfg) else gcl_parameter_counts(cfg)
+
+
+def parameter_details(cfg: Any) -> Dict[str, Dict[str, int]]:
+    return dgnet_parameter_details(cfg) if _is_dgnet(cfg) else gcl_parameter_details(cfg)
 
 
 def format_parameter_table(counts: Dict[str, int], details: Optional[Dict[str, Dict[str, int]]] = None) -> str:
     """A two-column text table (module, parameters), optionally with each module's children indented."""
     rows: List[Tuple[str, int]] = []
-    for key in [*SUMMARY_KEYS, "total"]:
+    for key in [*[k for k in counts if k != "total"], "total"]:
         if key not in counts:
             continue
         rows.append((key, counts[key]))
