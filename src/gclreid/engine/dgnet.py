@@ -558,17 +558,6 @@ class DGNet(Method):
             log.info("%s: mAP %.2f%%  rank-1 %.2f%%", name, 100 * values["mAP"], 100 * values.get("rank1", 0.0))
         return out
 
-    @contextlib.contextmanager
-    def _eval_models(self):
-        modes = {name: m.training for name, m in self.models.items()}
-        for m in self.models.values():
-            m.eval()
-        try:
-            yield
-        finally:
-            for name, m in self.models.items():
-                m.train(modes[name])
-
     def _images(self, records) -> torch.Tensor:
         from ..data import build_test_transform, load_image
         transform = build_test_transform(self.cfg.data)
@@ -592,7 +581,7 @@ class DGNet(Method):
         structure of image j (the diagonal is the reconstruction)."""
         ea, gen = self.encoder, self.models["generator"]
         n = len(images)
-        with self._eval_models(), self.autocast():
+        with self.eval_models(), self.autocast():
             x = images.to(self.device)
             codes = ea(x).flat_parts()
             s = gen.encode_structure(to_gray(x))

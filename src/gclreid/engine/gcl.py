@@ -19,7 +19,6 @@ SSIM/PSNR/L1 of the generated views against them in each epoch record (``generat
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from pathlib import Path
@@ -251,18 +250,6 @@ class GCL(Method):
         metrics = self.generation_metrics()
         return {"generation": metrics} if metrics else {}
 
-    @contextlib.contextmanager
-    def _eval_models(self):
-        """All networks in eval mode (BatchNorm running statistics, no dropout), restored afterwards."""
-        modes = {name: m.training for name, m in self.models.items()}
-        for m in self.models.values():
-            m.eval()
-        try:
-            yield
-        finally:
-            for name, m in self.models.items():
-                m.train(modes[name])
-
     @torch.no_grad()
     def save_grid(self, path: Path, count: int = 6) -> Path:
         """(input, structure 0°, reconstruction, structure at a new angle, novel view, cycle) for fixed
@@ -280,7 +267,7 @@ class GCL(Method):
             self.grid_images = {k: torch.stack([torch.as_tensor(it[k]) for it in items])
                                 for k in ("image", "structure", "structure_new")}
         b = self.grid_images
-        with self._eval_models():
+        with self.eval_models():
             r = self.generate(b["image"].to(self.device), b["structure"].to(self.device),
                               b["structure_new"].to(self.device))
         return save_image_grid([b["image"], b["structure"], r["x_ori"], b["structure_new"], r["x_new"], r["x_cycle"]],
@@ -358,7 +345,7 @@ class GCL(Method):
         a_index = torch.tensor([sample["angles"].index(a) for a in angles])
         x, s0 = sample["image"][:k], sample["structure"][:k]
         s1 = sample["structures"][a_index, rows]
-        with self._eval_models(), self.autocast():
+        with self.eval_models(), self.autocast():
             r = self.generate(x.to(self.device), s0.to(self.device), s1.to(self.device))
         columns = [x, s0, r["x_ori"].float(), s1, r["x_new"].float()]
         titles = ["input", "s 0deg", "recon", "s new", "novel"]
@@ -398,7 +385,7 @@ class GCL(Method):
                 sums[prefix + name] = sums.get(prefix + name, 0.0) + float(values.sum())
 
         n = len(sample["records"])
-        with self._eval_models(), self.autocast():
+        with self.eval_models(), self.autocast():
             for lo in range(0, n, batch_size):
                 x = sample["image"][lo:lo + batch_size].to(self.device)
                 real = denormalize(x.float())

@@ -69,6 +69,18 @@ class Method:
     def load_state(self, state: dict) -> None:
         pass
 
+    @contextlib.contextmanager
+    def eval_models(self):
+        """All networks in eval mode (BatchNorm running statistics, no dropout), restored afterwards."""
+        modes = {name: m.training for name, m in self.models.items()}
+        for m in self.models.values():
+            m.eval()
+        try:
+            yield
+        finally:
+            for name, m in self.models.items():
+                m.train(modes[name])
+
     def train_mode(self) -> None:
         for m in self.models.values():
             m.train()

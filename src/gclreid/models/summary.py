@@ -59,8 +59,13 @@ def build_gcl_networks(cfg: Any, device: Any = "cpu") -> Tuple[IdentityEncoder, 
 
 def gcl_parameter_counts(cfg: Any) -> Dict[str, int]:
     """``{identity_encoder, structure_encoder, decoder, adain_mlps, discriminator, total}`` parameter counts."""
-    eid, generator, discriminator = build_gcl_networks(cfg, device="meta")
-    counts = {"identity_encoder": count_parameters(eid),
+    return _module_counts("identity_encoder", *build_gcl_networks(cfg, device="meta"))
+
+
+def _module_counts(encoder_key: str, encoder: nn.Module, generator: Generator,
+                   discriminator: MultiScaleDiscriminator) -> Dict[str, int]:
+    """Parameter counts of the encoder (under `encoder_key`) and of the generator's parts and D, with the total."""
+    counts = {encoder_key: count_parameters(encoder),
               "structure_encoder": count_parameters(generator.structure_encoder),
               "decoder": count_parameters(generator.decoder),
               "adain_mlps": count_parameters(generator.adain_mlps),
@@ -107,14 +112,7 @@ def build_dgnet_networks(cfg: Any, device: Any = "cpu") -> Tuple[nn.Module, Gene
 
 def dgnet_parameter_counts(cfg: Any) -> Dict[str, int]:
     """``{appearance_encoder, structure_encoder, decoder, adain_mlps, discriminator, total}`` for DG-Net."""
-    ea, generator, discriminator = build_dgnet_networks(cfg, device="meta")
-    counts = {"appearance_encoder": count_parameters(ea),
-              "structure_encoder": count_parameters(generator.structure_encoder),
-              "decoder": count_parameters(generator.decoder),
-              "adain_mlps": count_parameters(generator.adain_mlps),
-              "discriminator": count_parameters(discriminator)}
-    counts["total"] = sum(counts.values())
-    return counts
+    return _module_counts("appearance_encoder", *build_dgnet_networks(cfg, device="meta"))
 
 
 def dgnet_parameter_details(cfg: Any) -> Dict[str, Dict[str, int]]:
