@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from ..config import save_config
 from .common import add_config_arguments, config_from_args
 
@@ -37,47 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import load_model_state, read_checkpoint
     from ..data import build_dataset
-    from ..evaluation.pipeline import evaluate_model
-    from ..models import appearance_num_classes, build_appearance_encoder, build_identity_encoder, is_appearance_state
+    from ..evaluation.pipeline import encoder_from_checkpoint, evaluate_model
+    from ..models import build_identity_encoder
     from ..runtime import resolve_device, seed_everything
 
     shortcuts = [f"data.name={args.dataset}"] if args.dataset else []
     shortcuts += [f"data.root={args.root}"] if args.root else []
     cfg = config_from_args(args, shortcuts)
-    payload = None
+    seed_everything(cfg.run.seed)  # before building: an untrained encoder's random weights are seeded
     if args.checkpoint:
-        payload = read_checkpoint(args.checkpoint)
-        # The network must be built, and images sized, exactly as in training: take the checkpoint's
-        # model section and image size, then re-apply the command line on top.
-        saved = payload.get("config", {})
-        layers = [{"model": saved["model"]}] if saved.get("model") else []
-        if saved.get("data"):
-            layers.append({"data": {k: saved["data"][k] for k in ("height", "width") if k in saved["data"]}})
-        if saved.get("dgnet") and (saved.get("train") or {}).get("method") == "dgnet":
-            layers.append({"dgnet": saved["dgnet"]})  # DG-Net's test feature (beta, test_feature)
-        if layers:
-            cfg = OmegaConf.merge(cfg, *layers)
-            mine = [o for o in args.overrides if o.split("=", 1)[0].split(".")[0] in ("model", "data", "dgnet")]
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(mine))
-        cfg.model.pretrained = False  # weights come from the checkpoint
-    seed_everything(cfg.run.seed)
+        model, cfg, _ = encoder_from_checkpoint(args.checkpoint, cfg, args.model_key, args.overrides)
+    else:
+        model = build_identity_encoder(cfg.model)
     device = resolve_device(cfg.run.device)
-
     dataset = build_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
-    model = build_identity_encoder(cfg.model)
-    if payload is not None:
-        models = payload["models"]
-        key = args.model_key or ("appearance_encoder" if "appearance_encoder" in models and "identity_encoder" not in models
-                                 else "identity_encoder")
-        if key not in models:
-            from ..errors import CheckpointError
-            raise CheckpointError(f"checkpoint {args.checkpoint} has no model {key!r}; "
-                                  f"it holds {sorted(models)} (choose one with --model-key)")
-        if is_appearance_state(models[key]):  # DG-Net's Ea: evaluated with its own test feature
-            model = build_appearance_encoder(cfg.model, cfg.dgnet, appearance_num_classes(models[key]))
-        load_model_state(model, models[key], source=f"model {key!r} in {args.checkpoint}")
     model.to(device)
 
     result = evaluate_model(model, dataset, cfg.data, cfg.eval, device, progress=sys.stderr.isatty())
