@@ -115,3 +115,28 @@ def test_bad_gcl_settings_are_config_errors(people, tmp_path):
         build_method(cfg_for(people, tmp_path, "gcl.stage=1"), ds, torch.device("cpu"))
     with pytest.raises(ConfigError, match="losses"):
         build_method(cfg_for(people, tmp_path, "gcl.losses=[lvi4]"), ds, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="fake_bn"):
+        build_method(cfg_for(people, tmp_path, "gcl.fake_bn=sometimes"), ds, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fake_bn", ["update", "freeze"])
+def test_stage3_bn_running_statistics_see_generated_images_unless_frozen(people, tmp_path, fake_bn):
+    import copy
+    cfg = cfg_for(people, tmp_path, "gcl.stage=3", f"gcl.fake_bn={fake_bn}")
+    ds = build_dataset("market1501", people)
+    torch.manual_seed(0)
+    method = build_method(cfg, ds, torch.device("cpu"))
+    method.start_epoch(0)
+    batch = next(iter(method.loader(0)))
+    method.train_mode()
+    # what the running statistics become from the real images alone: one train-mode pass on a copy
+    real_only = copy.deepcopy(method.encoder)
+    with torch.no_grad():
+        real_only(batch["image"])
+    method.step(batch)
+    key = "backbone.bn1.running_mean"
+    got, real = method.encoder.state_dict()[key], real_only.state_dict()[key]
+    if fake_bn == "freeze":
+        assert torch.allclose(got, real, atol=1e-6)
+    else:  # the three passes on generated images moved them further
+        assert not torch.allclose(got, real, atol=1e-4)

@@ -2,6 +2,7 @@
 forward passes, train-set feature extraction and the pseudo-label update."""
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Dict, List, Sequence, Tuple
 
@@ -63,6 +64,21 @@ def forward_chunks(model: nn.Module, images: torch.Tensor, bn_batch_size: int):
     if isinstance(outputs[0], tuple):
         return type(outputs[0])(*(torch.cat(parts) for parts in zip(*outputs)))
     return torch.cat(outputs)
+
+
+@contextlib.contextmanager
+def running_stats_frozen(module: nn.Module, frozen: bool = True):
+    """Forward passes inside leave the BatchNorm running statistics of `module` unchanged (momentum 0);
+    in training mode BN still normalises with the batch's own statistics. No-op when not `frozen`."""
+    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(layers, saved):
+            m.momentum = momentum
 
 
 def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.device) -> torch.Tensor:

@@ -36,7 +36,7 @@ from ..losses import (ViewContrastLoss, discriminator_loss, feature_reconstructi
 from ..models import build_discriminator, build_generator, flatten_parts
 from ..structures import ANGLES, structure_path
 from ..structures.layout import structure_split
-from .common import build_encoder, train_features, update_pseudo_labels
+from .common import build_encoder, running_stats_frozen, train_features, update_pseudo_labels
 from .data import Limited, usable_train_records
 from .method import Method, register_method
 from .optim import build_optimizer
@@ -67,6 +67,8 @@ class GCL(Method):
             raise ConfigError(f"gcl.losses={list(g.losses)}: expected a non-empty subset of {list(LOSS_TERMS)}")
         if g.stage == 2 and "gan" not in g.losses:
             raise ConfigError("gcl.stage=2 trains the generator: gcl.losses must include 'gan'")
+        if g.fake_bn not in ("update", "freeze"):
+            raise ConfigError(f"gcl.fake_bn={g.fake_bn!r}: expected 'update' (official) or 'freeze'")
         self.records = usable_train_records(dataset, cfg)
         encoder = build_encoder(cfg, device)
         generator = build_generator(cfg.generator, encoder.part_dim).to(device)
@@ -169,7 +171,8 @@ class GCL(Method):
         code0, code1 = gen.encode_structure(s0), gen.encode_structure(s1)
         x_ori = gen.decode(code0, out.parts)
         x_new = gen.decode(code1, out.parts)
-        out_new = eid(x_new)
+        with running_stats_frozen(eid, self.cfg.gcl.fake_bn == "freeze"):
+            out_new = eid(x_new)
         r = {"x": x, "parts": flatten_parts(out.parts), "f": out.embedding, "x_ori": x_ori, "x_new": x_new,
              "parts_new": flatten_parts(out_new.parts), "f_new": out_new.embedding}
         if with_cycle:
@@ -211,11 +214,12 @@ class GCL(Method):
             with self.autocast():
                 adv = generator_adversarial_loss(D, fakes, gan_type=g.gan_type, batch_fakes=self.batch_fakes)
                 l_img = image_reconstruction_loss(x, r["x_ori"], r["x_cycle"])
-                f_ori = flatten_parts(eid(r["x_ori"]).parts)
+                with running_stats_frozen(eid, g.fake_bn == "freeze"):
+                    f_ori = flatten_parts(eid(r["x_ori"]).parts)
+                    f_cycle = None if g.feat_target == "new" else flatten_parts(eid(r["x_cycle"]).parts)
                 if g.feat_target == "new":
                     l_feat = feature_reconstruction_loss(r["parts"], f_ori, f_new=r["parts_new"], target="new")
                 else:
-                    f_cycle = flatten_parts(eid(r["x_cycle"]).parts)
                     l_feat = feature_reconstruction_loss(r["parts"], f_ori, f_cycle=f_cycle, target=g.feat_target)
             total = g.gan_weight * adv + g.lambda_img * l_img + g.lambda_feat * l_feat
             losses.update(g_adv=adv, l_img=l_img, l_feat=l_feat)
