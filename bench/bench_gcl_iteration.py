@@ -13,7 +13,9 @@ Two compute patterns, same seed, same inputs:
   (``share_real=False``), the three fakes through D one at a time (``batch_fakes=False``), and in
   stage 2 the frozen identity encoder's parameter gradients computed (``requires_grad`` left on);
 * ``ours`` — the defaults: D(real) and R1 once, scaled by 3; fakes as one batch; no Eid parameter
-  gradients in stage 2.
+  gradients in stage 2;
+* ``ours_ckpt`` — ``ours`` with ``gcl.checkpoint_decoder``: the decoder's activations recomputed in
+  the backward instead of stored (memory for time).
 
 Each (stage, pattern) runs in a fresh process: one warm-up iteration (its losses are compared
 between patterns: they must agree), then ``--iters`` timed iterations (median reported). Peak memory:
@@ -43,7 +45,7 @@ from typing import Dict, List
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "gcl_iteration.json"
-PATTERNS = ("official", "ours")
+PATTERNS = ("official", "ours", "ours_ckpt")
 MEMORY_ROWS = 12936  # Market-1501 training images
 CLUSTERS = 700
 
@@ -64,7 +66,9 @@ def build(stage: int, pattern: str, device: torch.device, bf16: bool, batch: int
     """The GCL method at the paper configuration on a stand-in dataset, and one batch of inputs."""
     from gclreid.config import PACKAGE_CONFIGS, load_config
     from gclreid.engine import build_method
-    overrides = [f"gcl.stage={stage}", f"gcl.share_real={pattern == 'ours'}", "model.pretrained=false",
+    ours = pattern.startswith("ours")
+    overrides = [f"gcl.stage={stage}", f"gcl.share_real={ours}", f"gcl.checkpoint_decoder={pattern == 'ours_ckpt'}",
+                 "model.pretrained=false",
                  f"train.batch_size={batch}", f"train.amp={str(bf16).lower()}", f"run.out={out}", "data.workers=0"]
     if quick:  # a small setting to check the script itself
         overrides += ["model.arch=resnet18", "data.height=128", "data.width=64"]
@@ -74,7 +78,7 @@ def build(stage: int, pattern: str, device: torch.device, bf16: bool, batch: int
     dataset = SimpleNamespace(name="standin", root="", train=records, query=[], gallery=[])
     torch.manual_seed(0)
     method = build_method(cfg, dataset, device)
-    method.batch_fakes = method.freeze_encoder_grads = pattern == "ours"
+    method.batch_fakes = method.freeze_encoder_grads = ours
     g = torch.Generator().manual_seed(1)
     if stage == 3:
         memory = torch.nn.functional.normalize(torch.randn(rows, method.encoder.embed_dim, generator=g), dim=1)
@@ -160,20 +164,25 @@ def main(argv: List[str] = None) -> int:
     for stage in [int(s) for s in args.stages.split(",")]:
         runs = {pattern: run_worker(stage, pattern, args) for pattern in PATTERNS}
         results.extend(runs.values())
-        o, u = runs["official"], runs["ours"]
-        rows.append({"stage": stage, "official_s": o["seconds"], "ours_s": u["seconds"],
-                     "speedup": o["seconds"] / u["seconds"],
+        o, u, c = runs["official"], runs["ours"], runs["ours_ckpt"]
+        rows.append({"stage": stage, "official_s": o["seconds"], "ours_s": u["seconds"], "ckpt_s": c["seconds"],
+                     "speedup": o["seconds"] / u["seconds"], "ckpt_speedup": o["seconds"] / c["seconds"],
                      "official_peak_mib": o["peak_bytes"] / 2**20, "ours_peak_mib": u["peak_bytes"] / 2**20,
+                     "ckpt_peak_mib": c["peak_bytes"] / 2**20,
                      "memory_ratio": u["peak_bytes"] / o["peak_bytes"] if o["peak_bytes"] > 0 else float("nan"),
-                     "loss_max_rel_diff": max_rel_diff(o["losses"], u["losses"])})
+                     "ckpt_memory_ratio": c["peak_bytes"] / o["peak_bytes"] if o["peak_bytes"] > 0 else float("nan"),
+                     "loss_max_rel_diff": max(max_rel_diff(o["losses"], u["losses"]),
+                                              max_rel_diff(o["losses"], c["losses"]))})
     setting = "ResNet-18 128x64 (quick)" if args.quick else "ResNet-50 256x128, paper generator/D"
     print(f"GCL iteration, {setting}, batch {args.batch}, {device.type}{' bf16' if args.bf16 else ''}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'stage':>5} {'official s/it':>14} {'ours s/it':>10} {'speed-up':>9} {'official MiB':>13} "
-          f"{'ours MiB':>9} {'mem ours/off':>13} {'loss rel diff':>14}")
+          f"{'ours MiB':>9} {'mem ours/off':>13} {'ckpt s/it':>10} {'speed-up':>9} {'ckpt MiB':>9} {'mem ckpt/off':>13} "
+          f"{'loss rel diff':>14}")
     for r in rows:
         print(f"{r['stage']:>5} {r['official_s']:>14.3f} {r['ours_s']:>10.3f} {r['speedup']:>8.2f}x "
               f"{r['official_peak_mib']:>13.0f} {r['ours_peak_mib']:>9.0f} {r['memory_ratio']:>13.2f} "
+              f"{r['ckpt_s']:>10.3f} {r['ckpt_speedup']:>8.2f}x {r['ckpt_peak_mib']:>9.0f} {r['ckpt_memory_ratio']:>13.2f} "
               f"{r['loss_max_rel_diff']:>14.2e}")
     payload = {"benchmark": "gcl_iteration", "setting": setting, "device": str(device), "bf16": args.bf16,
                "batch": args.batch, "timed_iterations": args.iters, "torch": torch.__version__,

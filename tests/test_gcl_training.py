@@ -8,6 +8,7 @@ from gclreid.checkpoint import load_checkpoint, read_checkpoint
 from gclreid.config import ConfigError, load_config
 from gclreid.data import build_dataset
 from gclreid.engine import build_method, train
+from gclreid.runtime import seed_everything
 from gclreid.structures import ANGLES, structure_path
 
 from conftest import make_stripe_people
@@ -140,3 +141,25 @@ def test_stage3_bn_running_statistics_see_generated_images_unless_frozen(people,
         assert torch.allclose(got, real, atol=1e-6)
     else:  # the three passes on generated images moved them further
         assert not torch.allclose(got, real, atol=1e-4)
+
+
+@pytest.mark.parametrize("fake_bn", ["update", "freeze"])
+def test_checkpointing_the_decoder_changes_nothing_but_memory(people, tmp_path, fake_bn):
+    ds = build_dataset("market1501", people)
+    results = []
+    for ckpt in (False, True):
+        cfg = cfg_for(people, tmp_path, "gcl.stage=3", f"gcl.fake_bn={fake_bn}", f"gcl.checkpoint_decoder={ckpt}",
+                      "optim.lr=1e-2")
+        seed_everything(0)  # the structure angle of each item is drawn with Python's random
+        method = build_method(cfg, ds, torch.device("cpu"))
+        method.start_epoch(0)
+        batch = next(iter(method.loader(0)))
+        method.train_mode()
+        losses = method.step(batch)
+        results.append((losses, method.encoder.state_dict(), method.models["generator"].state_dict()))
+    (l0, e0, g0), (l1, e1, g1) = results
+    for k in l0:
+        assert torch.allclose(l0[k], l1[k], rtol=1e-5, atol=1e-6), k
+    for a, b in ((e0, e1), (g0, g1)):  # parameters after the update and BN running statistics
+        for k in a:
+            assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-4, atol=1e-6), k

@@ -188,7 +188,10 @@ class GCLConfig:
     # lvi3, contrast_only (L_vi without generation: sim(f, f_pos) against memory negatives).
     losses: List[str] = field(default_factory=lambda: ["gan", "lvi", "lvi2", "lvi3"])
     augment: bool = False  # traditional augmentation (data.transforms) of the real image (code: none)
-    fake_bn: str = "update"  # stage 3: Eid's BN running statistics also see generated images (code) | freeze: real only
+    # Stage 3: Eid's BN running statistics (used by test features) come from the real images only
+    # (freeze), or also move on the three passes over generated images (update, official code).
+    fake_bn: str = "freeze"
+    checkpoint_decoder: bool = False  # recompute the decoder's activations in the backward: ~half the memory, some time
     gen_eval_images: int = 16  # SynthReID: query images whose generated views are scored against the true views
     grid_every: int = 0  # iterations between PNG grids of generated images (0: only at the end of each epoch)
 

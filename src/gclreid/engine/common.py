@@ -68,17 +68,20 @@ def forward_chunks(model: nn.Module, images: torch.Tensor, bn_batch_size: int):
 
 @contextlib.contextmanager
 def running_stats_frozen(module: nn.Module, frozen: bool = True):
-    """Forward passes inside leave the BatchNorm running statistics of `module` unchanged (momentum 0);
+    """Forward passes inside leave the BatchNorm running statistics of `module` (and their batch
+    counters) unchanged (momentum 0);
     in training mode BN still normalises with the batch's own statistics. No-op when not `frozen`."""
     layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
-    saved = [m.momentum for m in layers]
+    saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
     for m in layers:
         m.momentum = 0.0
     try:
         yield
     finally:
-        for m, momentum in zip(layers, saved):
+        for m, (momentum, count) in zip(layers, saved):
             m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
 
 
 def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.device) -> torch.Tensor:

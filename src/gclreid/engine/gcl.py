@@ -26,6 +26,7 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 from torch.utils.data import SubsetRandomSampler
 
 from ..checkpoint import load_model_state, read_checkpoint
@@ -164,20 +165,32 @@ class GCL(Method):
             _requires_grad(self.encoder, not self.freeze_encoder_grads)
 
     # -- iteration --------------------------------------------------------------------------------------
+    def encode_generated(self, images: torch.Tensor):
+        """Eid on generated images; its BN running statistics move only with ``gcl.fake_bn=update``."""
+        with running_stats_frozen(self.encoder, self.cfg.gcl.fake_bn == "freeze"):
+            return self.encoder(images)
+
     def generate(self, x, s0, s1, with_cycle: bool = True) -> Dict[str, torch.Tensor]:
         """All forward passes of one iteration (no losses): the dict holds every image and feature."""
         eid, gen = self.encoder, self.models["generator"]
         out = eid(x)
         code0, code1 = gen.encode_structure(s0), gen.encode_structure(s1)
-        x_ori = gen.decode(code0, out.parts)
-        x_new = gen.decode(code1, out.parts)
-        with running_stats_frozen(eid, self.cfg.gcl.fake_bn == "freeze"):
-            out_new = eid(x_new)
+        x_ori = self.decode(code0, out.parts)
+        x_new = self.decode(code1, out.parts)
+        out_new = self.encode_generated(x_new)
         r = {"x": x, "parts": flatten_parts(out.parts), "f": out.embedding, "x_ori": x_ori, "x_new": x_new,
              "parts_new": flatten_parts(out_new.parts), "f_new": out_new.embedding}
         if with_cycle:
-            r["x_cycle"] = gen.decode(code0, out_new.parts)
+            r["x_cycle"] = self.decode(code0, out_new.parts)
         return r
+
+    def decode(self, code, parts):
+        """G(code, parts); with ``gcl.checkpoint_decoder`` its activations are not kept for the backward
+        but recomputed there (the decoder normalises per sample, so the recomputation is exact)."""
+        gen = self.models["generator"]
+        if not (self.cfg.gcl.checkpoint_decoder and torch.is_grad_enabled()):
+            return gen.decode(code, parts)
+        return checkpoint(gen.decode, code, parts, use_reentrant=False)
 
     def step(self, batch):
         g = self.cfg.gcl
@@ -214,9 +227,8 @@ class GCL(Method):
             with self.autocast():
                 adv = generator_adversarial_loss(D, fakes, gan_type=g.gan_type, batch_fakes=self.batch_fakes)
                 l_img = image_reconstruction_loss(x, r["x_ori"], r["x_cycle"])
-                with running_stats_frozen(eid, g.fake_bn == "freeze"):
-                    f_ori = flatten_parts(eid(r["x_ori"]).parts)
-                    f_cycle = None if g.feat_target == "new" else flatten_parts(eid(r["x_cycle"]).parts)
+                f_ori = flatten_parts(self.encode_generated(r["x_ori"]).parts)
+                f_cycle = None if g.feat_target == "new" else flatten_parts(self.encode_generated(r["x_cycle"]).parts)
                 if g.feat_target == "new":
                     l_feat = feature_reconstruction_loss(r["parts"], f_ori, f_new=r["parts_new"], target="new")
                 else:
