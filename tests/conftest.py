@@ -40,6 +40,24 @@ def make_stripe_people(root: Path, train_ids: int = 12, test_ids: int = 8, per_c
     return root
 
 
+def add_body_structures(root: Path, height: int, width: int, seed: int = 0) -> Path:
+    """Write a structure map for every image of the Market-layout dataset at `root` and every angle
+    (0°…315°) under root/structures: a grey 'body' whose width depends on the angle."""
+    from gclreid.data import build_dataset
+    from gclreid.structures import ANGLES, structure_path
+    ds = build_dataset("market1501", root)
+    rng = np.random.default_rng(seed)
+    for rec in ds.train + ds.query + ds.gallery:
+        for angle in (0, *ANGLES):
+            body = np.zeros((height, width), dtype=np.uint8)
+            half = max(2, int(8 * abs(np.cos(np.radians(angle)))) + 2)
+            body[6:height - 4, width // 2 - half:width // 2 + half] = 200 + rng.integers(0, 40)
+            path = structure_path(root / "structures", rec, angle)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(body).save(path)
+    return root
+
+
 @pytest.fixture
 def stripe_people(tmp_path):
     return make_stripe_people(tmp_path / "people")

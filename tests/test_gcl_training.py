@@ -2,16 +2,14 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gclreid.checkpoint import load_checkpoint, read_checkpoint
 from gclreid.config import ConfigError, load_config
 from gclreid.data import build_dataset
 from gclreid.engine import build_method, train
 from gclreid.runtime import seed_everything
-from gclreid.structures import ANGLES, structure_path
 
-from conftest import make_stripe_people
+from conftest import add_body_structures, make_stripe_people
 
 H, W = 64, 32
 TINY_GCL = [
@@ -28,17 +26,7 @@ TINY_GCL = [
 def people(tmp_path_factory):
     root = make_stripe_people(tmp_path_factory.mktemp("gcl") / "people", train_ids=6, test_ids=3, per_cam=2,
                               cams=2, height=H, width=W)
-    ds = build_dataset("market1501", root)
-    rng = np.random.default_rng(0)
-    for rec in ds.train + ds.query + ds.gallery:
-        for angle in (0, *ANGLES):  # a grey 'body' whose width depends on the angle
-            body = np.zeros((H, W), dtype=np.uint8)
-            half = max(2, int(8 * abs(np.cos(np.radians(angle)))) + 2)
-            body[6:H - 4, W // 2 - half:W // 2 + half] = 200 + rng.integers(0, 40)
-            path = structure_path(root / "structures", rec, angle)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(body).save(path)
-    return root
+    return add_body_structures(root, H, W)
 
 
 def cfg_for(root, out, *extra):

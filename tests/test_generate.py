@@ -21,7 +21,7 @@ from gclreid.evaluation.generate import GenerateError, dgnet_partners, generate_
 from gclreid.models import build_identity_encoder
 from gclreid.structures import ANGLES, load_structure, structure_path
 
-from conftest import make_stripe_people
+from conftest import add_body_structures, make_stripe_people
 from test_dgnet_training import TINY as TINY_DGNET, fake_teacher
 from test_gcl_training import TINY_GCL
 
@@ -31,20 +31,10 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def people(tmp_path_factory):
-    """Tiny Market-layout people with structure maps for every image and angle (as test_gcl_training)."""
+    """Tiny Market-layout people with structure maps for every image and angle."""
     root = make_stripe_people(tmp_path_factory.mktemp("gen") / "people", train_ids=6, test_ids=3, per_cam=2,
                               cams=2, height=H, width=W)
-    ds = build_dataset("market1501", root)
-    rng = np.random.default_rng(0)
-    for rec in ds.train + ds.query + ds.gallery:
-        for angle in (0, *ANGLES):
-            body = np.zeros((H, W), dtype=np.uint8)
-            half = max(2, int(8 * abs(np.cos(np.radians(angle)))) + 2)
-            body[6:H - 4, W // 2 - half:W // 2 + half] = 200 + rng.integers(0, 40)
-            path = structure_path(root / "structures", rec, angle)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(body).save(path)
-    return root
+    return add_body_structures(root, H, W)
 
 
 @pytest.fixture(scope="module")
