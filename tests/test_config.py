@@ -78,3 +78,29 @@ def test_saved_config_round_trips(tmp_path):
     assert saved["model"]["arch"] == "resnet18" and saved["run"]["seed"] == 3
     again = load_config(tmp_path / "run" / "config.yaml")
     assert again == cfg
+
+
+def test_every_shipped_config_loads():
+    from gclreid.config import PACKAGE_CONFIGS
+    names = sorted(p.name for p in PACKAGE_CONFIGS.glob("*.yaml"))
+    assert len(names) > 30
+    for name in names:
+        load_config(PACKAGE_CONFIGS / name)  # raises on an unknown key or a broken _base_ chain
+
+
+@pytest.mark.parametrize("source,target", [("dukemtmc", "market1501"), ("market1501", "dukemtmc")])
+def test_domain_adaptive_gcl_configs_chain_source_to_target(source, target):
+    from gclreid.config import PACKAGE_CONFIGS
+    supervised = load_config(PACKAGE_CONFIGS / f"supervised_{source}.yaml")
+    stage1 = load_config(PACKAGE_CONFIGS / f"uda_stage1_{source}_to_{target}.yaml")
+    stage2 = load_config(PACKAGE_CONFIGS / f"gcl_stage2_{source}_to_{target}.yaml")
+    stage3 = load_config(PACKAGE_CONFIGS / f"gcl_{source}_to_{target}.yaml")
+    assert supervised.data.name == source and {stage1.data.name, stage2.data.name, stage3.data.name} == {target}
+    # each stage starts from the previous one's last checkpoint
+    assert stage1.train.init == f"{supervised.run.out}/last.pt"
+    assert stage2.train.init == f"{stage1.run.out}/last.pt"
+    assert stage3.gcl.init == f"{stage2.run.out}/last.pt"
+    assert (stage1.train.method, stage2.gcl.stage, stage3.gcl.stage) == ("cluster_contrast", 2, 3)
+    # and the GCL stages are the target's fully unsupervised ones apart from the initialisation
+    plain = load_config(PACKAGE_CONFIGS / f"gcl_{target}.yaml")
+    assert stage3.generator == plain.generator and stage3.cluster == plain.cluster and stage3.optim == plain.optim
