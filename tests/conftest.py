@@ -8,6 +8,15 @@ import pytest
 from PIL import Image
 
 
+# The generator and discriminator at their smallest (for GCL / DG-Net tests on 64×32 images); add
+# generator.mlp_dim to taste.
+TINY_GENERATOR = [
+    "generator.dim=4", "generator.n_res=1", "generator.n_downsample=1", "generator.dec_n_upsample=1",
+    "generator.dec_n_res=2", "generator.id_chunks=2", "generator.dis_dim=8", "generator.dis_n_res=1",
+    "generator.dis_num_scales=2",
+]
+
+
 def make_stripe_people(root: Path, train_ids: int = 12, test_ids: int = 8, per_cam: int = 3, cams: int = 3,
                        height: int = 32, width: int = 16, seed: int = 0, palette: int = 0, cast: float = 0.3,
                        noise: float = 12.0) -> Path:

@@ -19,16 +19,14 @@ from gclreid.errors import CheckpointError, DatasetError
 from gclreid.losses import to_gray
 from gclreid.models import build_identity_encoder
 
-from conftest import make_stripe_people
+from conftest import TINY_GENERATOR, make_stripe_people
 
 H, W = 64, 32
 TRAIN_IDS = 6
 TINY = [
     "data.name=market1501", f"data.height={H}", f"data.width={W}", "data.workers=0",
     "model.arch=resnet18", "model.pretrained=false", "model.embed_dim=16",
-    "generator.dim=4", "generator.n_res=1", "generator.n_downsample=1", "generator.dec_n_upsample=1",
-    "generator.dec_n_res=2", "generator.id_chunks=2", "generator.mlp_dim=16", "generator.dis_dim=8",
-    "generator.dis_n_res=1", "generator.dis_num_scales=2",
+    *TINY_GENERATOR, "generator.mlp_dim=16",
     "train.method=dgnet", "train.batch_size=4", "train.log_every=100", "train.eval_every=0", "eval.batch_size=64",
     "optim.name=sgd", "optim.lr=0.002", "optim.schedule=constant", "dgnet.bottleneck=16", "dgnet.gen_eval_images=3",
     "dgnet.lambda_prim.start=1", "dgnet.lambda_prim.iters=2", "dgnet.lambda_code.start=1",

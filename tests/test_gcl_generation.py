@@ -16,14 +16,14 @@ from gclreid.evaluation.generation import image_metrics
 from gclreid.structures import ANGLES
 from gclreid.synth import generate, preset
 
+from conftest import TINY_GENERATOR
+
 H, W = 64, 32
 TINY_SYNTH = dict(train_ids=4, test_ids=3, distractors=2, cams=2, train_images_per_id=3.0, test_images_per_id=4.0)
 TINY_GCL = [
     "data.name=synthreid", f"data.height={H}", f"data.width={W}", "data.workers=0",
     "model.arch=resnet18", "model.pretrained=false", "model.embed_dim=32",
-    "generator.dim=4", "generator.n_res=1", "generator.n_downsample=1", "generator.dec_n_upsample=1",
-    "generator.dec_n_res=2", "generator.id_chunks=2", "generator.mlp_dim=32", "generator.dis_dim=8",
-    "generator.dis_n_res=1", "generator.dis_num_scales=2",
+    *TINY_GENERATOR, "generator.mlp_dim=32",
     "train.method=gcl", "train.batch_size=4", "train.log_every=100", "train.eval_every=0", "eval.batch_size=32",
     "cluster.k1=4", "cluster.k2=2", "cluster.eps=0.5", "cluster.min_samples=2", "gcl.num_negatives=8", "run.seed=0",
 ]

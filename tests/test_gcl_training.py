@@ -9,14 +9,13 @@ from gclreid.data import build_dataset
 from gclreid.engine import build_method, train
 from gclreid.runtime import seed_everything
 
-from conftest import add_body_structures, make_stripe_people
+from conftest import TINY_GENERATOR, add_body_structures, make_stripe_people
 
 H, W = 64, 32
 TINY_GCL = [
     "data.name=market1501", f"data.height={H}", f"data.width={W}", "data.workers=0",
     "model.arch=resnet18", "model.pretrained=false", "model.embed_dim=32",
-    "generator.dim=4", "generator.n_res=1", "generator.n_downsample=1", "generator.dec_n_upsample=1", "generator.dec_n_res=2", "generator.id_chunks=2",
-    "generator.mlp_dim=32", "generator.dis_dim=8", "generator.dis_n_res=1", "generator.dis_num_scales=2",
+    *TINY_GENERATOR, "generator.mlp_dim=32",
     "train.method=gcl", "train.batch_size=4", "train.log_every=100", "train.eval_every=0", "eval.batch_size=32",
     "cluster.k1=6", "cluster.k2=2", "cluster.eps=0.5", "gcl.num_negatives=16", "run.seed=0",
 ]

@@ -69,8 +69,8 @@ def forward_chunks(model: nn.Module, images: torch.Tensor, bn_batch_size: int):
 @contextlib.contextmanager
 def running_stats_frozen(module: nn.Module, frozen: bool = True):
     """Forward passes inside leave the BatchNorm running statistics of `module` (and their batch
-    counters) unchanged (momentum 0);
-    in training mode BN still normalises with the batch's own statistics. No-op when not `frozen`."""
+    counters) unchanged (momentum 0); in training mode BN still normalises with the batch's own
+    statistics. No-op when not `frozen`."""
     layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
     saved = [(m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers]
     for m in layers:
