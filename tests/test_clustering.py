@@ -129,6 +129,56 @@ def test_jaccard_small_work_blocks_and_scratch_give_the_same_matrix(data, monkey
     assert (small != sparse).nnz == 0
 
 
+def test_overlap_blocks_on_one_or_several_threads_are_identical(data):
+    """The compiled overlap loop runs blocks on torch.get_num_threads() threads, each with its own
+    accumulator: the result must not depend on the thread count or on the block size."""
+    x, _, _, sparse = data
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = jaccard_distance(x, k1=30, k2=6, work=5000)
+        torch.set_num_threads(3)
+        three = jaccard_distance(x, k1=30, k2=6, work=5000)
+    finally:
+        torch.set_num_threads(threads)
+    for out in (one, three):
+        assert np.array_equal(out.indptr, sparse.indptr) and np.array_equal(out.indices, sparse.indices)
+        assert np.array_equal(out.data, sparse.data)
+
+
+@pytest.mark.parametrize("min_col", ["diagonal", 7])
+def test_min_overlap_blocks_equal_brute_force_sums(min_col):
+    """S[i, j] = Σ_k min(V[i, k], V[j, k]) from the compiled loop against numpy on a dense V, with
+    a row range, a column restriction and a threshold that changes from block to block."""
+    rng = np.random.default_rng(3)
+    n = 40
+    dense = rng.random((n, n)).astype(np.float32) * (rng.random((n, n)) < 0.15)
+    csr = sp.csr_matrix(dense)
+    v = kreciprocal.SparseRows(csr.indptr.astype(np.int64), csr.indices.astype(np.int64), csr.data, n)
+    s = np.minimum(dense[:, None, :], dense[None, :, :]).sum(axis=2)
+    thresholds = iter([0.0, 0.3, 0.6] + [0.45] * n)
+    used = []
+
+    def min_value():
+        used.append(next(thresholds))
+        return used[-1]
+
+    got = np.zeros((n, n), dtype=np.float32)
+    row_threshold = np.full(n, np.nan)
+    for block in kreciprocal.min_overlap_blocks(v, rows=(5, 33), min_col=min_col, min_value=min_value, work=60):
+        assert np.all(np.diff(block.keys) > 0)  # ascending keys
+        rows, cols = block.rows_cols()
+        got[rows, cols] = block.values
+        row_threshold[block.row_start:] = used[-1]  # until the next block starts
+    assert len(set(used)) > 2  # several blocks, several thresholds
+    expect = np.zeros((n, n), dtype=bool)
+    for i in range(5, 33):
+        first = i if min_col == "diagonal" else min_col
+        expect[i, first:] = (s[i, first:] > 0) & (s[i, first:] >= row_threshold[i])
+    assert np.array_equal(got > 0, expect)
+    assert np.allclose(got[got > 0], s[got > 0], atol=1e-6)
+
+
 @pytest.mark.parametrize("k1,k2", [(7, 3), (10, 1), (25, 6)])
 def test_jaccard_other_k_match_dense_reference(k1, k2):
     # odd k1 (half = round(3.5) = 4, numpy rounds half to even), no query expansion, k1 = 25 → 12
