@@ -10,21 +10,26 @@ training set) with ~700 pseudo-label clusters and K = 8192 negatives. Random ima
 Two compute patterns, same seed, same inputs:
 
 * ``official`` — as the official code: D(real) and the R1 double backprop recomputed for every fake
-  (``share_real=False``), the three fakes through D one at a time (``batch_fakes=False``), and in
-  stage 2 the frozen identity encoder's parameter gradients computed (``requires_grad`` left on);
-* ``ours`` — the defaults: D(real) and R1 once, scaled by 3; fakes as one batch; no Eid parameter
-  gradients in stage 2;
+  (``share_real=False``), the three fakes through D one at a time (``batch_fakes=False``), in
+  stage 2 the frozen identity encoder's parameter gradients computed (``requires_grad`` left on),
+  and every network in PyTorch's default NCHW memory format;
+* ``ours_nchw`` — our compute pattern: D(real) and R1 once, scaled by 3; fakes as one batch; no Eid
+  parameter gradients in stage 2; still NCHW (``generator.channels_last=false``);
+* ``ours`` — the defaults: ``ours_nchw`` with the generator and D in channels-last format;
 * ``ours_ckpt`` — ``ours`` with ``gcl.checkpoint_decoder``: the decoder's activations recomputed in
   the backward instead of stored (memory for time).
 
 Each (stage, pattern) runs in a fresh process: one warm-up iteration (its losses are compared
-between patterns: they must agree), then ``--iters`` timed iterations (median reported). Peak memory:
+between patterns: they must agree), then ``--iters`` timed iterations. ``--rounds`` repeats all
+processes, patterns interleaved, so that load from other jobs on a shared machine hits every
+pattern alike; the time reported is the fastest iteration over all rounds (the least disturbed
+measurement of the same work), the median is recorded too. Peak memory (the largest over rounds):
 CUDA ``max_memory_allocated`` above what the models occupy; on CPU the growth of the peak RSS (VmHWM,
 reset through /proc/self/clear_refs after the models are built) over the whole run, which includes
 optimiser state and gradient buffers (Linux only; coarse, but comparable between the patterns).
 
 Usage: python bench/bench_gcl_iteration.py [--device auto|cpu|cuda] [--bf16] [--batch N] [--iters N]
-       [--stages 2,3] [--quick]
+       [--rounds N] [--stages 2,3] [--quick]
 Writes bench/results/gcl_iteration.json and prints a table with official/ours ratios.
 """
 from __future__ import annotations
@@ -45,7 +50,7 @@ from typing import Dict, List
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "gcl_iteration.json"
-PATTERNS = ("official", "ours", "ours_ckpt")
+PATTERNS = ("official", "ours_nchw", "ours", "ours_ckpt")
 MEMORY_ROWS = 12936  # Market-1501 training images
 CLUSTERS = 700
 
@@ -68,6 +73,7 @@ def build(stage: int, pattern: str, device: torch.device, bf16: bool, batch: int
     from gclreid.engine import build_method
     ours = pattern.startswith("ours")
     overrides = [f"gcl.stage={stage}", f"gcl.share_real={ours}", f"gcl.checkpoint_decoder={pattern == 'ours_ckpt'}",
+                 f"generator.channels_last={pattern in ('ours', 'ours_ckpt')}",
                  "model.pretrained=false",
                  f"train.batch_size={batch}", f"train.amp={str(bf16).lower()}", f"run.out={out}", "data.workers=0"]
     if quick:  # a small setting to check the script itself
@@ -78,7 +84,7 @@ def build(stage: int, pattern: str, device: torch.device, bf16: bool, batch: int
     dataset = SimpleNamespace(name="standin", root="", train=records, query=[], gallery=[])
     torch.manual_seed(0)
     method = build_method(cfg, dataset, device)
-    method.batch_fakes = method.freeze_encoder_grads = ours
+    method.batch_fakes = method.stream_d_backward = method.freeze_encoder_grads = ours
     g = torch.Generator().manual_seed(1)
     if stage == 3:
         memory = torch.nn.functional.normalize(torch.randn(rows, method.encoder.embed_dim, generator=g), dim=1)
@@ -146,6 +152,7 @@ def main(argv: List[str] = None) -> int:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (train.amp; CUDA only)")
     p.add_argument("--batch", type=int, default=0, help="images per iteration (default 4 on CPU, 16 on CUDA)")
     p.add_argument("--iters", type=int, default=3, help="timed iterations after the warm-up one")
+    p.add_argument("--rounds", type=int, default=2, help="fresh processes per pattern, interleaved")
     p.add_argument("--stages", default="2,3")
     p.add_argument("--quick", action="store_true", help="ResNet-18 at 128×64, small memory: checks the script")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -162,30 +169,41 @@ def main(argv: List[str] = None) -> int:
         print("note: --bf16 only changes anything on CUDA (autocast is off on CPU)")
     results, rows = [], []
     for stage in [int(s) for s in args.stages.split(",")]:
-        runs = {pattern: run_worker(stage, pattern, args) for pattern in PATTERNS}
+        rounds = [{pattern: run_worker(stage, pattern, args) for pattern in PATTERNS} for _ in range(args.rounds)]
+        runs = {}
+        for pattern in PATTERNS:
+            per_round = [r[pattern] for r in rounds]
+            times = [t for r in per_round for t in (r["times"] or [r["seconds"]])]
+            runs[pattern] = {**per_round[0], "seconds": min(times), "median_seconds": statistics.median(times),
+                             "times": times, "peak_bytes": max(r["peak_bytes"] for r in per_round)}
         results.extend(runs.values())
-        o, u, c = runs["official"], runs["ours"], runs["ours_ckpt"]
-        rows.append({"stage": stage, "official_s": o["seconds"], "ours_s": u["seconds"], "ckpt_s": c["seconds"],
-                     "speedup": o["seconds"] / u["seconds"], "ckpt_speedup": o["seconds"] / c["seconds"],
-                     "official_peak_mib": o["peak_bytes"] / 2**20, "ours_peak_mib": u["peak_bytes"] / 2**20,
-                     "ckpt_peak_mib": c["peak_bytes"] / 2**20,
-                     "memory_ratio": u["peak_bytes"] / o["peak_bytes"] if o["peak_bytes"] > 0 else float("nan"),
-                     "ckpt_memory_ratio": c["peak_bytes"] / o["peak_bytes"] if o["peak_bytes"] > 0 else float("nan"),
-                     "loss_max_rel_diff": max(max_rel_diff(o["losses"], u["losses"]),
-                                              max_rel_diff(o["losses"], c["losses"]))})
+        o = runs["official"]
+        row = {"stage": stage, "official_s": o["seconds"], "official_median_s": o["median_seconds"],
+               "official_peak_mib": o["peak_bytes"] / 2**20}
+        for pattern in PATTERNS[1:]:
+            r = runs[pattern]
+            row.update({f"{pattern}_s": r["seconds"], f"{pattern}_median_s": r["median_seconds"],
+                        f"{pattern}_speedup": o["seconds"] / r["seconds"],
+                        f"{pattern}_median_speedup": o["median_seconds"] / r["median_seconds"],
+                        f"{pattern}_peak_mib": r["peak_bytes"] / 2**20,
+                        f"{pattern}_memory_ratio": r["peak_bytes"] / o["peak_bytes"] if o["peak_bytes"] > 0 else float("nan"),
+                        f"{pattern}_loss_max_rel_diff": max_rel_diff(o["losses"], r["losses"])})
+        rows.append(row)
     setting = "ResNet-18 128x64 (quick)" if args.quick else "ResNet-50 256x128, paper generator/D"
     print(f"GCL iteration, {setting}, batch {args.batch}, {device.type}{' bf16' if args.bf16 else ''}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'stage':>5} {'official s/it':>14} {'ours s/it':>10} {'speed-up':>9} {'official MiB':>13} "
-          f"{'ours MiB':>9} {'mem ours/off':>13} {'ckpt s/it':>10} {'speed-up':>9} {'ckpt MiB':>9} {'mem ckpt/off':>13} "
-          f"{'loss rel diff':>14}")
+    print(f"{'stage':>5} {'pattern':>10} {'s/it':>8} {'speed-up':>9} {'median':>8} {'speed-up':>9} {'peak MiB':>9} "
+          f"{'memory':>7} {'loss rel diff':>14}")
     for r in rows:
-        print(f"{r['stage']:>5} {r['official_s']:>14.3f} {r['ours_s']:>10.3f} {r['speedup']:>8.2f}x "
-              f"{r['official_peak_mib']:>13.0f} {r['ours_peak_mib']:>9.0f} {r['memory_ratio']:>13.2f} "
-              f"{r['ckpt_s']:>10.3f} {r['ckpt_speedup']:>8.2f}x {r['ckpt_peak_mib']:>9.0f} {r['ckpt_memory_ratio']:>13.2f} "
-              f"{r['loss_max_rel_diff']:>14.2e}")
+        print(f"{r['stage']:>5} {'official':>10} {r['official_s']:>8.3f} {'1.00x':>9} {r['official_median_s']:>8.3f} "
+              f"{'1.00x':>9} {r['official_peak_mib']:>9.0f} {'1.00':>7}")
+        for pattern in PATTERNS[1:]:
+            print(f"{r['stage']:>5} {pattern:>10} {r[pattern + '_s']:>8.3f} {r[pattern + '_speedup']:>8.2f}x "
+                  f"{r[pattern + '_median_s']:>8.3f} {r[pattern + '_median_speedup']:>8.2f}x "
+                  f"{r[pattern + '_peak_mib']:>9.0f} {r[pattern + '_memory_ratio']:>7.2f} "
+                  f"{r[pattern + '_loss_max_rel_diff']:>14.2e}")
     payload = {"benchmark": "gcl_iteration", "setting": setting, "device": str(device), "bf16": args.bf16,
-               "batch": args.batch, "timed_iterations": args.iters, "torch": torch.__version__,
+               "batch": args.batch, "timed_iterations": args.iters, "rounds": args.rounds, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "rows": rows, "runs": results,
                "note": "ratios within one run; the CPU may be shared with other jobs"}

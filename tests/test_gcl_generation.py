@@ -126,13 +126,21 @@ def test_logger_writes_nested_and_prefixed_scalars(tmp_path):
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_official_compute_pattern_gives_the_same_losses(synth, tmp_path, stage):
+    """D(real) once vs per fake, fakes batched vs one by one, no Eid gradients in stage 2, channels-last
+    generator and D vs NCHW: the same losses and gradients up to float rounding."""
     ds = build_dataset("synthreid", synth)
     methods = []
     for official in (False, True):
-        cfg = cfg_for(synth, tmp_path / f"p{official}", f"gcl.stage={stage}", f"gcl.share_real={not official}")
+        # the official pattern also runs NCHW, ours (the default) the generator and D channels-last
+        cfg = cfg_for(synth, tmp_path / f"p{official}", f"gcl.stage={stage}", f"gcl.share_real={not official}",
+                      f"generator.channels_last={not official}")
         torch.manual_seed(0)
         m = build_method(cfg, ds, torch.device("cpu"))
-        m.batch_fakes = m.freeze_encoder_grads = not official
+        m.batch_fakes = m.stream_d_backward = m.freeze_encoder_grads = not official
+        for name in ("generator", "discriminator"):
+            fmt = torch.contiguous_format if official else torch.channels_last
+            convs = [c.weight for c in m.models[name].modules() if isinstance(c, torch.nn.Conv2d)]
+            assert all(w.is_contiguous(memory_format=fmt) for w in convs)
         if stage == 3:
             m.start_epoch(0)
         m.train_mode()

@@ -57,6 +57,22 @@ def test_lsgan_r1_discriminator_loss_equals_official_pattern(share_real, batch_f
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.parametrize("share_real", [True, False])
+def test_discriminator_loss_back_propagated_in_parts_gives_the_same_gradients(share_real):
+    """backward=True: each part's graph back-propagated as it is built; same values and D gradients."""
+    D = tiny_discriminator()
+    real, fakes = images(seed=1), [images(seed=s) for s in (2, 3, 4)]
+    ref_grads = param_grads(D, official_dis_loss(D, real, fakes, 0.01))
+    ref = official_dis_loss(D, real, fakes, 0.01).item()
+    D.zero_grad()
+    got = discriminator_loss(D, real, fakes, "lsgan", r1_weight=0.01, share_real=share_real, backward=True)
+    assert not got.total.requires_grad  # already back-propagated
+    assert got.total.item() == pytest.approx(ref, rel=1e-10)
+    assert got.total.item() == pytest.approx((got.real + got.fake + got.r1).item(), rel=1e-12)
+    for p, b in zip(D.parameters(), ref_grads):
+        assert torch.allclose(p.grad, b, rtol=1e-8, atol=1e-12)
+
+
 def test_r1_penalty_matches_closed_form_for_a_linear_discriminator():
     """D(x) = w·x + b per pixel (1×1 conv): ∂ΣD/∂x = w at every pixel, so R1 = H·W·‖w‖²; its
     gradient with respect to w (double backprop) is 2·H·W·w."""

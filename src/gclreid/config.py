@@ -156,6 +156,9 @@ class GeneratorConfig:
     dis_num_scales: int = 3
     dis_norm: str = "none"  # none | in | ln
     dis_init: str = "gaussian"  # N(0, 0.02)
+    # Generator and D in channels-last memory format: their low-channel, full-resolution convolutions run
+    # ~2x faster on CPU (oneDNN) and use tensor cores better on GPU; the identity encoder stays NCHW.
+    channels_last: bool = True
 
 
 @dataclass

@@ -26,7 +26,6 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
-from torch.utils.checkpoint import checkpoint
 from torch.utils.data import SubsetRandomSampler
 
 from ..checkpoint import load_model_state, read_checkpoint
@@ -41,6 +40,7 @@ from .common import build_encoder, running_stats_frozen, train_features, update_
 from .data import Limited, usable_train_records
 from .method import Method, register_method
 from .optim import build_optimizer
+from .recompute import recompute_cheap_ops
 
 log = logging.getLogger("gclreid")
 
@@ -99,10 +99,13 @@ class GCL(Method):
         self._test_sample: Optional[dict] = None  # fixed query images for the test grid / metrics
         self._items = None  # the StructureDataset, built on first use
         self.iteration = 0  # optimisation steps so far (for gcl.grid_every)
-        # Compute pattern switches (results are equal either way; bench/bench_gcl_iteration.py compares
-        # them): fakes through D as one batch, and no parameter gradients for the frozen Eid in stage 2.
-        # The official code does neither (batch_fakes=False, freeze_encoder_grads=False, share_real=False).
+        # Compute pattern switches (results are equal either way, up to float rounding;
+        # bench/bench_gcl_iteration.py compares them): fakes through D as one batch in the G step, the
+        # D step's parts back-propagated one at a time (less peak memory), and no parameter gradients
+        # for the frozen Eid in stage 2. The official code does none of these (batch_fakes=False,
+        # stream_d_backward=False, freeze_encoder_grads=False, and share_real=False).
         self.batch_fakes = True
+        self.stream_d_backward = True
         self.freeze_encoder_grads = True
 
     # -- set-up ---------------------------------------------------------------------------------------
@@ -185,12 +188,13 @@ class GCL(Method):
         return r
 
     def decode(self, code, parts):
-        """G(code, parts); with ``gcl.checkpoint_decoder`` its activations are not kept for the backward
-        but recomputed there (the decoder normalises per sample, so the recomputation is exact)."""
+        """G(code, parts); with ``gcl.checkpoint_decoder`` only the decoder's convolution outputs are kept
+        for the backward and its element-wise intermediates recomputed there (exact: the decoder
+        normalises per sample)."""
         gen = self.models["generator"]
-        if not (self.cfg.gcl.checkpoint_decoder and torch.is_grad_enabled()):
+        if not self.cfg.gcl.checkpoint_decoder:
             return gen.decode(code, parts)
-        return checkpoint(gen.decode, code, parts, use_reentrant=False)
+        return recompute_cheap_ops(gen.decode, code, parts)
 
     def step(self, batch):
         g = self.cfg.gcl
@@ -215,10 +219,16 @@ class GCL(Method):
         fakes = [r["x_ori"], r["x_new"], r["x_cycle"]]
         # D step on detached fakes.
         D = self.models["discriminator"]
+        self.zero_grad(["discriminator"])
         with self.autocast():
+            # each part back-propagated at once (`backward=True`): only one of D's graphs is alive
+            # at a time next to the generation graph kept for the G step
             d_loss = discriminator_loss(D, x, fakes, gan_type=g.gan_type, r1_weight=g.r1_weight,
-                                        share_real=g.share_real, batch_fakes=self.batch_fakes)
-        self.optimise(d_loss.total, ["discriminator"])
+                                        share_real=g.share_real, batch_fakes=self.batch_fakes,
+                                        backward=self.stream_d_backward)
+        if not self.stream_d_backward:  # the official pattern: one backward of the whole D loss
+            d_loss.total.backward()
+        self.apply_gradients(["discriminator"])
         losses.update(d_total=d_loss.total, d_r1=d_loss.r1)
 
         # G (+ Eid) step.

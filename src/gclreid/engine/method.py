@@ -93,10 +93,22 @@ class Method:
 
     def optimise(self, loss: torch.Tensor, optimizers: Iterable[str] = ()) -> None:
         """zero_grad → backward → optional clipping → step, for the named optimisers (default: all)."""
-        chosen = [self.optimizers[n] for n in optimizers] if optimizers else list(self.optimizers.values())
-        for opt in chosen:
-            opt.zero_grad(set_to_none=True)
+        self.zero_grad(optimizers)
         loss.backward()
+        self.apply_gradients(optimizers)
+
+    def _chosen(self, optimizers: Iterable[str]) -> list:
+        return [self.optimizers[n] for n in optimizers] if optimizers else list(self.optimizers.values())
+
+    def zero_grad(self, optimizers: Iterable[str] = ()) -> None:
+        """Clear the gradients of the named optimisers' parameters (default: all)."""
+        for opt in self._chosen(optimizers):
+            opt.zero_grad(set_to_none=True)
+
+    def apply_gradients(self, optimizers: Iterable[str] = ()) -> None:
+        """Optional clipping (``train.max_grad_norm``), then a step of the named optimisers: the second
+        half of :meth:`optimise`, for losses that back-propagate themselves in parts."""
+        chosen = self._chosen(optimizers)
         if self.cfg.train.max_grad_norm > 0:
             params = [p for opt in chosen for g in opt.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)

@@ -87,27 +87,49 @@ def _real_and_r1(D: Discriminator, real: torch.Tensor, gan_type: str, r1_weight:
 
 
 def discriminator_loss(D: Discriminator, real: torch.Tensor, fakes: Images, gan_type: str = "lsgan",
-                       r1_weight: float = 0.01, share_real: bool = True, batch_fakes: bool = True) -> DiscriminatorLoss:
+                       r1_weight: float = 0.01, share_real: bool = True, batch_fakes: bool = True,
+                       backward: bool = False) -> DiscriminatorLoss:
     """The D-step loss for one batch of real images against one or more batches of fakes.
 
     ``share_real=False`` reproduces the official compute pattern (D(x) and R1 recomputed per fake);
     ``True`` gives the same value and gradients with one D(x) and one R1.
+
+    ``backward=True`` back-propagates every part as soon as it is computed — each batch of fakes, then
+    the real term with R1 — so that at most one of their graphs is alive (less peak memory; the
+    gradients accumulate in D's ``.grad``, equal up to float rounding); the fakes then go through D
+    one batch at a time whatever `batch_fakes` says, and the returned values are detached.
     """
     _check_type(gan_type)
     fakes = [f.detach() for f in _as_list(fakes)]
     n = len(fakes)
     if n == 0:
         raise ValueError("discriminator_loss needs at least one batch of fakes")
-    if batch_fakes and n > 1:
+
+    def done(term: torch.Tensor) -> torch.Tensor:
+        if not backward:
+            return term
+        term.backward()
+        return term.detach()
+
+    if batch_fakes and n > 1 and not backward:
         fake_loss = sum(_fake_terms(out, gan_type, n) for out in D(torch.cat(fakes)))
     else:
-        fake_loss = sum(_fake_terms(out, gan_type, 1) for f in fakes for out in D(f))
+        fake_loss = sum(done(sum(_fake_terms(out, gan_type, 1) for out in D(f))) for f in fakes)
     if share_real:
         real_loss, r1 = _real_and_r1(D, real, gan_type, r1_weight)
         real_loss, r1 = n * real_loss, n * r1
+        if backward:
+            (real_loss + r1).backward()
     else:
-        pairs = [_real_and_r1(D, real, gan_type, r1_weight) for _ in range(n)]
+        pairs = []
+        for _ in range(n):
+            pair = _real_and_r1(D, real, gan_type, r1_weight)
+            if backward:
+                (pair[0] + pair[1]).backward()
+            pairs.append(pair)
         real_loss, r1 = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    if backward:
+        real_loss, r1 = real_loss.detach(), r1.detach()
     return DiscriminatorLoss(real_loss + fake_loss + r1, real_loss, fake_loss, r1)
 
 

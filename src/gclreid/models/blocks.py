@@ -74,10 +74,9 @@ class LayerNorm(nn.Module):
             self.beta = nn.Parameter(torch.zeros(num_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.flatten(1)
-        shape = (-1,) + (1,) * (x.dim() - 1)
-        mean = flat.mean(1).view(shape)
-        std = flat.std(1).view(shape)
+        dims = tuple(range(1, x.dim()))  # reduce in place: no flattened copy of a channels-last input
+        mean = x.mean(dims, keepdim=True)
+        std = x.std(dims, keepdim=True)
         x = (x - mean) / (std + self.eps)
         if self.affine:
             shape = (1, -1) + (1,) * (x.dim() - 2)

@@ -191,4 +191,5 @@ def build_generator(gen_cfg: Any = None, id_dim: Optional[int] = None) -> Genera
                       bool(get("dec_tanh", False)))
     mlps = AdaINParamMLPs(int(id_dim), decoder.num_adain_params, int(get("id_chunks", 4)), int(get("mlp_dim", 512)),
                           int(get("mlp_blocks", 3)), activation)
-    return init_weights(Generator(encoder, decoder, mlps), str(get("init", "kaiming")))
+    generator = init_weights(Generator(encoder, decoder, mlps), str(get("init", "kaiming")))
+    return generator.to(memory_format=torch.channels_last) if get("channels_last", False) else generator

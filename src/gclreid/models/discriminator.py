@@ -92,4 +92,5 @@ def build_discriminator(gen_cfg: Any = None) -> MultiScaleDiscriminator:
     disc = MultiScaleDiscriminator(int(get("out_channels", 3)), int(get("dis_dim", 32)), int(get("dis_n_layer", 2)),
                                    int(get("dis_n_res", 4)), int(get("dis_num_scales", 3)), str(get("dis_norm", "none")),
                                    str(get("activation", "lrelu")), str(get("pad_type", "reflect")))
-    return init_weights(disc, str(get("dis_init", "gaussian")))
+    disc = init_weights(disc, str(get("dis_init", "gaussian")))
+    return disc.to(memory_format=torch.channels_last) if get("channels_last", False) else disc

@@ -142,7 +142,10 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the layer4 feature map, B×C×H/32×W/32 (H/16×W/16 with ``last_stride=1``)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        # Images from a channels-last generator are made NCHW: the ResNet runs in one memory format
+        # whatever its input (channels-last measured no faster here on CPU, and features of real
+        # and generated images then come from the same kernels).
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x.contiguous()))))
         x = self.layer1(x)
         x = self.layer2(x)
         x = self.layer3(x)
