@@ -78,27 +78,17 @@ def test_low_rank_covariances_match_the_nuclear_norm_closed_form():
     assert abs(frechet_distance(mu1, s1, mu1, s1)) < 1e-6
 
 
-def test_failed_square_root_is_retried_with_eps_on_both_covariances(monkeypatch):
-    rng = np.random.default_rng(5)
-    mu1, mu2 = rng.normal(size=4), rng.normal(size=4)
-    s1, s2 = _random_cov(rng, 4), _random_cov(rng, 4)
-    real_sqrtm, calls = fidlib.linalg.sqrtm, []
-
-    def failing_once(a):
-        calls.append(a)
-        return np.full_like(a, np.nan) if len(calls) == 1 else real_sqrtm(a)
-
-    monkeypatch.setattr(fidlib.linalg, "sqrtm", failing_once)
-    eps = 1e-3
-    value = frechet_distance(mu1, s1, mu2, s2, eps=eps)
-    assert len(calls) == 2 and np.allclose(calls[1], (s1 + eps * np.eye(4)) @ (s2 + eps * np.eye(4)))
-    # the traces stay those of the given covariances; only the square root sees the offset
-    d = mu1 - mu2
-    expected = d @ d + np.trace(s1) + np.trace(s2) - 2 * np.trace(real_sqrtm(calls[1]).real)
-    assert value == pytest.approx(expected, abs=1e-10)
-    monkeypatch.setattr(fidlib.linalg, "sqrtm", lambda a: np.full_like(a, np.inf))
-    with pytest.raises(ValueError, match="not finite, even with"):
-        frechet_distance(mu1, s1, mu2, s2)
+def test_frechet_distance_equals_the_scipy_sqrtm_route_of_pytorch_fid():
+    """pytorch-fid computes Tr(sqrtm(S1 S2)) with scipy's sqrtm; on well-conditioned covariances the
+    eigenvalue route gives the same distance."""
+    from scipy import linalg
+    rng = np.random.default_rng(7)
+    for d in (8, 64):
+        mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+        s1, s2 = _random_cov(rng, d), 0.5 * _random_cov(rng, d)
+        diff = mu1 - mu2
+        scipy_value = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(scipy_value, rel=1e-9)
 
 
 def test_frechet_distance_errors():
@@ -107,8 +97,10 @@ def test_frechet_distance_errors():
         frechet_distance(mu, s, np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match="sigma2 must be 3×3"):
         frechet_distance(mu, s, mu, np.eye(2))
-    with pytest.raises(ValueError, match="imaginary part"):  # not a covariance: sqrtm has ±i on its diagonal
+    with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
         frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="so sigma2"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -0.5]))
     with pytest.raises(ValueError, match="at least 2"):
         activation_statistics(np.ones((1, 5)))
     with pytest.raises(ValueError, match="N×D"):

@@ -24,7 +24,6 @@ runs measured with the same checkpoint.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Dict, Optional, Tuple, Union
@@ -39,7 +38,7 @@ from torch import nn
 from ..errors import CheckpointError, DatasetError, WeightsNotFoundError
 
 __all__ = [
-    "FID_WEIGHTS_FILE", "FID_WEIGHTS_URL", "FID_NUM_CLASSES", "FID_DIMS", "frechet_distance",
+    "FID_WEIGHTS_FILE", "FID_WEIGHTS_URL", "FID_NUM_CLASSES", "FID_DIMS", "frechet_distance", "trace_sqrt_product",
     "activation_statistics", "BasicConv2d", "FIDInceptionA", "InceptionB", "FIDInceptionC", "InceptionD",
     "FIDInceptionE_1", "FIDInceptionE_2", "FIDInceptionV3", "InceptionPreprocess", "find_fid_weights", "load_fid_weights",
     "load_fid_inception", "ReIDFeatures", "load_reid_encoder", "load_reid_features", "folder_images",
@@ -88,50 +87,47 @@ def _check_stats(mu: Any, sigma: Any, which: int) -> Tuple[np.ndarray, np.ndarra
     return mu, sigma
 
 
-def _sqrtm_ok(root: np.ndarray, product: np.ndarray, tol: float) -> bool:
-    """A finite square root whose square gives back `product` (relative Frobenius residual <= tol)."""
-    if not np.isfinite(root).all():
-        return False
-    scale = np.linalg.norm(product)
-    return scale == 0 or np.linalg.norm(root @ root - product) <= tol * scale
+def _psd_eigen(sigma: np.ndarray, name: str, tol: float):
+    """Eigen-decomposition of a symmetric positive semi-definite matrix; eigenvalues below 0 by more
+    than `tol` times the largest are an error (not a covariance), smaller ones are rounding → 0."""
+    w, v = linalg.eigh((sigma + sigma.T) / 2)
+    scale = max(float(np.abs(w).max(initial=0.0)), np.finfo(np.float64).tiny)
+    if w.size and w.min() < -tol * scale:
+        raise ValueError(f"{name} is not positive semi-definite (eigenvalue {w.min():.3g}, largest {scale:.3g}): "
+                         "not a covariance matrix")
+    return np.clip(w, 0, None), v
 
 
-def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, eps: float = 1e-6,
-                     residual_tol: float = 1e-4, imag_tol: float = 1e-3) -> float:
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, tol: float = 1e-6) -> float:
+    """Tr(sqrtm(sigma1·sigma2)) for symmetric positive semi-definite matrices.
+
+    sigma1·sigma2 has the eigenvalues of the symmetric PSD matrix R·sigma2·R with R = sigma1^½, so
+    the trace of its square root is Σ sqrt(λ_i(R·sigma2·R)): two symmetric eigen-decompositions,
+    real throughout, defined for singular covariances (fewer samples than dimensions) without an
+    eps offset, and about 3× faster than ``scipy.linalg.sqrtm`` at 2048-d (3.4 s vs 10.7 s on 2 cores)."""
+    w, v = _psd_eigen(sigma1, "sigma1", tol)
+    root = (v * np.sqrt(w)) @ v.T
+    inner = root @ sigma2 @ root
+    lam, _ = _psd_eigen(inner, "sigma1^½·sigma2·sigma1^½ (so sigma2)", tol)
+    return float(np.sqrt(lam).sum())
+
+
+def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any, tol: float = 1e-6) -> float:
     """Fréchet distance between the Gaussians N(mu1, sigma1) and N(mu2, sigma2), in float64::
 
-        ||mu1 - mu2||² + Tr(sigma1 + sigma2 - 2·sqrtm(sigma1·sigma2))
+        ||mu1 - mu2||² + Tr(sigma1) + Tr(sigma2) - 2·Tr(sqrtm(sigma1·sigma2))
 
-    with ``scipy.linalg.sqrtm``. When the square root of the product fails (not finite, or its square
-    is off the product by more than `residual_tol` relative, as for some singular products), it is
-    recomputed with ``eps·I`` added to both covariances (the traces keep the given covariances). A negligible imaginary part (rounding; at most `imag_tol` on
-    the diagonal) is dropped; a larger one raises ValueError.
+    The last trace comes from symmetric eigen-decompositions (:func:`trace_sqrt_product`): the same
+    value as pytorch-fid's ``scipy.linalg.sqrtm`` route (up to its rounding), for singular
+    covariances too. Covariances with an eigenvalue below 0 by more than `tol` times their largest
+    raise ValueError, as do statistics of different sizes.
     """
     mu1, sigma1 = _check_stats(mu1, sigma1, 1)
     mu2, sigma2 = _check_stats(mu2, sigma2, 2)
     if mu1.shape != mu2.shape:
         raise ValueError(f"the two sets of statistics differ in dimension: {len(mu1)} vs {len(mu2)}")
     diff = mu1 - mu2
-    product = sigma1 @ sigma2
-    with warnings.catch_warnings():
-        # With fewer samples than dimensions the product is always singular and scipy warns; whether the
-        # root is usable is decided by its residual instead.
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(product)
-        if not _sqrtm_ok(covmean, product, residual_tol):
-            offset = np.eye(len(mu1)) * eps
-            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if not np.isfinite(covmean).all():
-        raise ValueError(f"the square root of sigma1·sigma2 is not finite, even with {eps}·I added to "
-                         "both covariances")
-    if np.iscomplexobj(covmean):
-        imag = float(np.abs(np.diagonal(covmean).imag).max())
-        if imag > imag_tol:
-            raise ValueError(f"sqrtm(sigma1·sigma2) has an imaginary part of {imag:.3g} on its diagonal "
-                             f"(more than {imag_tol}): the covariances are not valid (symmetric positive "
-                             "semi-definite) or too ill-conditioned")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2, tol))
 
 
 # --------------------------------------------------------------------------------------------------
