@@ -43,6 +43,19 @@ class Method:
         self.models: Dict[str, nn.Module] = {}
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}
 
+    @classmethod
+    def for_inference(cls, cfg, dataset, device: torch.device, models: Dict[str, nn.Module]) -> "Method":
+        """An instance that holds only `models` (moved to `device`, eval mode, no gradients), to run the
+        method's own forward code — e.g. GCL's or DG-Net's generation — outside training. The
+        subclass's ``__init__`` (optimisers, memory banks, a DG-Net teacher run) is not called, so
+        only methods that need nothing but ``cfg``, ``dataset``, ``device`` and ``models`` work."""
+        method = cls.__new__(cls)
+        Method.__init__(method, cfg, dataset, device)
+        for m in models.values():
+            m.to(device).eval().requires_grad_(False)
+        method.models = dict(models)
+        return method
+
     @property
     def encoder(self) -> nn.Module:
         """The network evaluated and exported (the identity encoder)."""

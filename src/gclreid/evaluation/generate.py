@@ -94,18 +94,6 @@ def _model_section(cfg) -> Dict[str, Any]:
     return model
 
 
-def _method_instance(cls, cfg, dataset, device: torch.device, models: Dict[str, torch.nn.Module]):
-    """An instance of training method `cls` holding only `models` (eval mode, no gradients): its
-    generation code runs as in training, without what only training needs."""
-    from ..engine.method import Method
-    method = cls.__new__(cls)
-    Method.__init__(method, cfg, dataset, device)
-    for m in models.values():
-        m.to(device).eval().requires_grad_(False)
-    method.models = dict(models)
-    return method
-
-
 def load_generation_method(path: os.PathLike, overrides: Sequence[str] = (), device: Any = "cpu", dataset=None):
     """``(method, cfg, payload)``: the GCL or DG-Net method of checkpoint `path` with its generating
     networks loaded (strictly) from it. `dataset` defaults to ``cfg.data``'s dataset."""
@@ -147,7 +135,7 @@ def load_generation_method(path: os.PathLike, overrides: Sequence[str] = (), dev
                                f"data.root={cfg.data.root}; pass data.root=DIR when the data moved)") from exc
     device = torch.device(device)
     cls = GCL if method == "gcl" else DGNet
-    return _method_instance(cls, cfg, dataset, device, {encoder_key: encoder, "generator": generator}), cfg, payload
+    return cls.for_inference(cfg, dataset, device, {encoder_key: encoder, "generator": generator}), cfg, payload
 
 
 # ---------------------------------------------------------------------------------------------- images
