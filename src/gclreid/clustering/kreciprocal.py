@@ -33,6 +33,8 @@ from ._overlap_kernel import column_view, overlap_rows
 # Generated items (pairs, gathered elements, overlap contributions) per block: bounds temporary
 # memory (a few MB) and keeps numpy's temporaries in cache; measured fastest around 2**19.
 DEFAULT_WORK = 1 << 19
+# Threads of the overlap loop (each holds N + 12·work bytes of scratch).
+MAX_OVERLAP_THREADS = 8
 # Entries of the dense marker block of a block of rows in expanded_sets (4 MB of bools).
 SCRATCH = 1 << 22
 
@@ -240,8 +242,9 @@ def min_overlap_blocks(v: SparseRows, rows: Tuple[int, int] = (0, -1), min_col: 
     if not blocks:
         return
     # The blocks are computed `threads` at a time (the kernel releases the GIL), each thread with
-    # its own accumulator and output buffers; a block has at most as many entries as contributions.
-    threads = max(1, min(torch.get_num_threads(), len(blocks)))
+    # its own accumulator and output buffers (a block has at most as many entries as contributions);
+    # at most MAX_OVERLAP_THREADS, which bounds that scratch memory on many-core machines.
+    threads = max(1, min(torch.get_num_threads(), MAX_OVERLAP_THREADS, len(blocks)))
     capacity = int(max(row_work[a:b].sum() for a, b in blocks))
     scratch = [(np.zeros(n, dtype=np.float32), np.empty(capacity, dtype=np.int64),
                 np.empty(capacity, dtype=np.float32)) for _ in range(threads)]
