@@ -70,14 +70,14 @@ def _row_blocks(n: int, per_row: int, work: int) -> Iterator[Tuple[int, int]]:
         yield start, min(n, start + step)
 
 
-def _work_blocks(row_work: np.ndarray, work: int, max_rows: int) -> list:
-    """Split rows into consecutive blocks of about `work` generated items and ≤ `max_rows` rows."""
+def _work_blocks(row_work: np.ndarray, work: int) -> list:
+    """Split rows into consecutive blocks of about `work` generated items (at least one row each)."""
     cum = np.cumsum(row_work)
     bounds, start, m = [], 0, cum.size
     while start < m:
         base = cum[start - 1] if start else 0
         stop = int(np.searchsorted(cum, base + work, side="right"))
-        stop = min(m, start + max_rows, max(stop, start + 1))
+        stop = min(m, max(stop, start + 1))
         bounds.append((start, stop))
         start = stop
     return bounds
@@ -238,7 +238,7 @@ def min_overlap_blocks(v: SparseRows, rows: Tuple[int, int] = (0, -1), min_col: 
     entry_work = np.zeros(v.indices.size + 1, dtype=np.int64)
     np.cumsum(colptr[v.indices + 1] - partner_start, out=entry_work[1:])
     row_work = entry_work[v.indptr[lo + 1:hi + 1]] - entry_work[v.indptr[lo:hi]]
-    blocks = _work_blocks(row_work, work, hi - lo)
+    blocks = _work_blocks(row_work, work)
     if not blocks:
         return
     # The blocks are computed `threads` at a time (the kernel releases the GIL), each thread with
