@@ -192,4 +192,4 @@ def build_generator(gen_cfg: Any = None, id_dim: Optional[int] = None) -> Genera
     mlps = AdaINParamMLPs(int(id_dim), decoder.num_adain_params, int(get("id_chunks", 4)), int(get("mlp_dim", 512)),
                           int(get("mlp_blocks", 3)), activation)
     generator = init_weights(Generator(encoder, decoder, mlps), str(get("init", "kaiming")))
-    return generator.to(memory_format=torch.channels_last) if get("channels_last", False) else generator
+    return generator.to(memory_format=torch.channels_last) if get("channels_last", True) else generator

@@ -93,4 +93,4 @@ def build_discriminator(gen_cfg: Any = None) -> MultiScaleDiscriminator:
                                    int(get("dis_n_res", 4)), int(get("dis_num_scales", 3)), str(get("dis_norm", "none")),
                                    str(get("activation", "lrelu")), str(get("pad_type", "reflect")))
     disc = init_weights(disc, str(get("dis_init", "gaussian")))
-    return disc.to(memory_format=torch.channels_last) if get("channels_last", False) else disc
+    return disc.to(memory_format=torch.channels_last) if get("channels_last", True) else disc
