@@ -112,6 +112,7 @@ def test_missing_file_error_names_files_folder_and_remedy(torch_home):
         assert name in msg
     assert str(torch_home) in msg
     assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in msg
+    assert "gclreid weights fetch resnet50" in msg
     assert "model.pretrained=false" in msg and "model.weights=" in msg
     assert isinstance(info.value, GclreidError) and isinstance(info.value, FileNotFoundError)
 

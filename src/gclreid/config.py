@@ -53,6 +53,10 @@ class DataConfig:
     # Reader-specific options, passed to the dataset class as keyword arguments
     # (e.g. include_val for msmt17, pattern / csv / unlabeled for folder).
     options: Dict[str, Any] = field(default_factory=dict)
+    # Validation split (training only; docs/datasets.md): >0 holds this many training identities out of
+    # train and evaluates during training on a query/gallery made from them, never on the test split.
+    val_identities: int = 0
+    val_seed: int = 0  # which identities are held out (and which images become queries)
     transforms: TransformConfig = field(default_factory=TransformConfig)
 
 

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import build_dataset
+    from ..data import dataset_from_config
     from ..evaluation.pipeline import encoder_from_checkpoint, evaluate_model
     from ..models import build_identity_encoder
     from ..runtime import resolve_device, seed_everything
@@ -49,13 +49,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = build_identity_encoder(cfg.model)
     device = resolve_device(cfg.run.device)
-    dataset = build_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+    # Always the released query/gallery (test split): a checkpoint's data.val_identities (the validation
+    # split used during its training) is ignored here (for_training=False).
+    dataset = dataset_from_config(cfg.data, for_training=False)
     model.to(device)
 
     result = evaluate_model(model, dataset, cfg.data, cfg.eval, device, progress=sys.stderr.isatty())
     out = Path(args.out) if args.out else (Path(args.checkpoint).parent if args.checkpoint else Path(cfg.run.out))
     out.mkdir(parents=True, exist_ok=True)
     report = {"dataset": cfg.data.name, "root": str(cfg.data.root), "checkpoint": args.checkpoint,
+              "eval_split": "test",
               **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in result.items()}}
     (out / "evaluate.json").write_text(json.dumps(report, indent=2))
     save_config(cfg, out / "evaluate_config.yaml")

@@ -13,6 +13,7 @@ from .transforms import (IMAGENET_MEAN, IMAGENET_STD, ColorJitter, Compose, Gaus
                          RandomErasing, RandomHorizontalFlip, RandomRotation, Resize, ToTensorNormalize,
                          build_test_transform, build_train_transform, denormalize, tensor_to_pil)
 from .samplers import RandomIdentitySampler, build_loader, seed_worker
+from .validation import hold_out_identities
 
 __all__ = [
     "IMAGE_SUFFIXES", "SPLITS", "DatasetCountWarning", "ImageRecord", "ReIDDataset", "find_images", "split_stats",
@@ -23,5 +24,5 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "ColorJitter", "Compose", "GaussianBlur", "PadCrop", "RandomErasing",
     "RandomHorizontalFlip", "RandomRotation", "Resize", "ToTensorNormalize", "build_test_transform",
     "build_train_transform", "denormalize", "tensor_to_pil",
-    "RandomIdentitySampler", "build_loader", "seed_worker",
+    "RandomIdentitySampler", "build_loader", "seed_worker", "hold_out_identities",
 ]

@@ -83,10 +83,25 @@ def build_dataset(name: str, root: os.PathLike, **options: Any) -> ReIDDataset:
     return cls(root, **converted)
 
 
-def dataset_from_config(data_cfg: Any) -> ReIDDataset:
-    """``build_dataset(data.name, data.root, **data.options)`` for a :class:`gclreid.config.DataConfig`."""
+def dataset_from_config(data_cfg: Any, for_training: bool = False) -> ReIDDataset:
+    """``build_dataset(data.name, data.root, **data.options)`` for a :class:`gclreid.config.DataConfig`.
+
+    ``for_training=True`` (what ``gclreid.engine.train`` uses): with ``data.val_identities`` > 0 that
+    many identities leave the training split and become the query/gallery (``data.val_seed`` draws
+    them; see :func:`gclreid.data.validation.hold_out_identities`), so evaluation during training never
+    sees the released test split. Without it (evaluation, generation) the released splits are returned.
+    """
+    from ..config import ConfigError
+    from .validation import hold_out_identities
+    val_ids, val_seed = getattr(data_cfg, "val_identities", 0), getattr(data_cfg, "val_seed", 0)
+    for key, value in (("val_identities", val_ids), ("val_seed", val_seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"data.{key}={value!r}; expected an integer >= 0")
     options = {str(k): v for k, v in (data_cfg.options or {}).items()}
-    return build_dataset(data_cfg.name, data_cfg.root, **options)
+    dataset = build_dataset(data_cfg.name, data_cfg.root, **options)
+    if for_training and val_ids > 0:
+        dataset = hold_out_identities(dataset, val_ids, seed=val_seed)
+    return dataset
 
 
 _TRUE = {"true", "yes", "on", "1"}

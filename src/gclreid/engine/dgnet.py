@@ -202,12 +202,13 @@ def load_teacher(path: str, num_classes: int, cfg, device: torch.device) -> Teac
 
 def teacher_run_config(cfg):
     """The config of the teacher run DG-Net trains when ``dgnet.teacher`` is empty: ``dgnet.teacher_config``,
-    with DG-Net's dataset (``data.name/root/options/height/width/workers/skip_bad_images``) and ``model``
+    with DG-Net's dataset (``data.name/root/options/height/width/workers/skip_bad_images/val_*``) and ``model``
     section, then ``dgnet.teacher_overrides``, run folder ``<run.out>/teacher`` and DG-Net's seed/device."""
     d = cfg.dgnet
     tcfg = load_config(d.teacher_config)
     data = {k: OmegaConf.to_container(cfg.data, resolve=True)[k]
-            for k in ("name", "root", "options", "height", "width", "workers", "skip_bad_images")}
+            for k in ("name", "root", "options", "height", "width", "workers", "skip_bad_images", "val_identities",
+                      "val_seed")}
     try:
         tcfg.data.options = {}
         tcfg = OmegaConf.merge(tcfg, {"data": data, "model": OmegaConf.to_container(cfg.model, resolve=True)})

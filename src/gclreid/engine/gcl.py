@@ -19,6 +19,7 @@ SSIM/PSNR/L1 of the generated views against them in each epoch record (``generat
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -319,6 +320,9 @@ class GCL(Method):
         from ..structures.dataset import load_structure
         self._test_sample = {}
         query = list(self.dataset.query)
+        if getattr(self.dataset, "validation", None):
+            # Validation queries are training images: their maps and true views are under train/, not test/.
+            query = [dataclasses.replace(r, split="train") for r in query]
         if not query:
             return self._test_sample
         n = int(self.cfg.gcl.gen_eval_images)

@@ -42,14 +42,15 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
 
     `resume`: a checkpoint path, or "auto" for ``<run.out>/last.pt`` (starting fresh when absent).
     """
-    from ..data import build_dataset
+    from ..data import dataset_from_config
     from ..evaluation.pipeline import evaluate_model
 
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     device = resolve_device(cfg.run.device)
-    dataset = dataset if dataset is not None else build_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
+    # data.val_identities > 0: query/gallery are the validation split carved out of the training identities.
+    dataset = dataset if dataset is not None else dataset_from_config(cfg.data, for_training=True)
     method = build_method(cfg, dataset, device)
 
     start_epoch, step = 0, 0
@@ -75,6 +76,19 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
     epochs = cfg.train.epochs
     logger = RunLogger(out)
     evaluable = bool(dataset.query) and bool(dataset.gallery)
+    # Taken from the dataset, not the config, so a dataset passed in (DG-Net's teacher) is labelled right.
+    validation = getattr(dataset, "validation", None)
+    eval_split = "val" if validation else "test"
+    if validation:
+        log.info("evaluating during training on the validation split: %d training identities held out "
+                 "(seed %d) -> %d query / %d gallery images; the test split is not used",
+                 validation["held_out_ids"], validation["seed"], validation["query"], validation["gallery"])
+    elif cfg.data.val_identities:
+        log.warning("data.val_identities=%d is ignored: train() was given a dataset without a validation split "
+                    "(make it with gclreid.data.dataset_from_config(cfg.data, for_training=True))",
+                    cfg.data.val_identities)
+    if evaluable and not validation:
+        log.info("evaluating during training on the dataset's query/gallery (test) split")
     record: Dict[str, Any] = {}
     started, done_before = time.time(), step
     try:
@@ -108,8 +122,10 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
                 result = evaluate_model(method.encoder, dataset, cfg.data, cfg.eval, device, progress=False)
                 record["eval"] = {"mAP": result["mAP"], "mINP": result["mINP"],
                                   **{f"rank{r}": float(result["cmc"][r - 1]) for r in (1, 5, 10) if r <= len(result["cmc"])}}
-                log.info("epoch %d/%d eval: mAP %.2f%%  rank-1 %.2f%%", epoch + 1, epochs,
+                log.info("epoch %d/%d eval (%s): mAP %.2f%%  rank-1 %.2f%%", epoch + 1, epochs, eval_split,
                          100 * result["mAP"], 100 * result["cmc"][0])
+            if any(k == "eval" or k.startswith("eval_") for k in record):  # also DG-Net's eval_prim, eval_teacher …
+                record["eval_split"] = eval_split
             record = _jsonable(record)
             logger.epoch_record(record)
             save_checkpoint(ckpt_path, models=method.models, optimizers=method.optimizers, extra=method.state(),

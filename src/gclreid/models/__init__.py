@@ -1,9 +1,13 @@
-"""Networks: the ResNet backbone (torchvision-compatible names), ImageNet weight loading and GCL's
+"""Networks: the ResNet and MobileNetV2 backbones (torchvision-compatible names, one entry point
+:func:`build_backbone`), ImageNet weight loading and fetching (``gclreid weights``) and GCL's
 identity encoder Eid (docs/models.md); the structure encoder, decoder, AdaIN MLPs and multi-scale
 discriminator of the view generator (docs/gcl-networks.md); DG-Net's appearance encoder (docs/dgnet.md)."""
 from .identity_encoder import (IdentityEncoder, IdentityOutput, build_identity_encoder, flatten_parts,
                                map_official_eid_state)
 from .resnet import RESNET_ARCHS, ResNet, build_resnet, resnet18, resnet34, resnet50, resnet101
+from .mobilenet import MobileNetV2, convert_original_mobilenet_state
+from .backbone import BACKBONE_ARCHS, build_backbone
+from .fetch import KNOWN_WEIGHTS, FetchError, fetch_weights
 from .weights import (IMAGENET_FILES, WeightsReport, find_imagenet_weights, hub_checkpoint_dir,
                       load_imagenet_weights, read_state_dict)
 from .blocks import (MLP, ASPP, AdaINResBlock, AdaptiveInstanceNorm2d, Conv2dBlock, LayerNorm, ResBlock,
@@ -19,6 +23,8 @@ from .summary import (DGNET_SUMMARY_KEYS, SUMMARY_KEYS, build_dgnet_networks, bu
 
 __all__ = [
     "ResNet", "RESNET_ARCHS", "build_resnet", "resnet18", "resnet34", "resnet50", "resnet101",
+    "MobileNetV2", "convert_original_mobilenet_state", "BACKBONE_ARCHS", "build_backbone",
+    "KNOWN_WEIGHTS", "FetchError", "fetch_weights",
     "IMAGENET_FILES", "WeightsReport", "find_imagenet_weights", "hub_checkpoint_dir", "load_imagenet_weights",
     "read_state_dict",
     "IdentityEncoder", "IdentityOutput", "build_identity_encoder", "flatten_parts", "map_official_eid_state",

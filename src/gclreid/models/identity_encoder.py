@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError
-from .resnet import ResNet
-from .weights import WeightsReport, load_imagenet_weights
+from .backbone import build_backbone
 
 __all__ = ["IdentityOutput", "IdentityEncoder", "flatten_parts", "build_identity_encoder", "map_official_eid_state"]
 
@@ -53,19 +52,20 @@ class IdentityEncoder(nn.Module):
     """Eid: ResNet backbone, part pooling for the generator, Linear+BN embedding for ReID.
 
     Args:
-        arch: backbone name (``resnet18``/``34``/``50``/``101``).
+        arch: backbone name (``resnet18``/``34``/``50``/``101``, ``mobilenet_v2``; :func:`build_backbone`).
         last_stride: stride of layer4 (1 in GCL: 256×128 input → 16×8 map).
         embed_dim: size of the ReID embedding (Linear+BN); 0 = BN directly on the pooled feature.
         num_parts: horizontal stripes of the part feature.
     """
 
-    def __init__(self, arch: str = "resnet50", last_stride: int = 1, embed_dim: int = 512, num_parts: int = 4):
+    def __init__(self, arch: str = "resnet50", last_stride: int = 1, embed_dim: int = 512, num_parts: int = 4,
+                 pretrained: bool = False, weights: str = ""):
         super().__init__()
         if embed_dim < 0:
             raise ConfigError(f"model.embed_dim must be >= 0 (0 = no Linear layer), got {embed_dim}")
         if num_parts < 1:
             raise ConfigError(f"model.num_parts must be >= 1, got {num_parts}")
-        self.backbone = ResNet(arch, last_stride=last_stride, with_fc=False)
+        self.backbone = build_backbone(arch, pretrained=pretrained, last_stride=last_stride, weights=weights)
         channels = self.backbone.out_channels
         self.arch, self.num_parts = arch, num_parts
         self.out_channels = channels
@@ -118,14 +118,13 @@ def build_identity_encoder(model_cfg: Any) -> IdentityEncoder:
     (``weights`` = explicit file or folder, else the torch hub cache); the load report is kept as
     ``encoder.weights_report`` (``None`` without pretraining).
     """
-    arch = _cfg_get(model_cfg, "arch", "resnet50")
-    encoder = IdentityEncoder(arch=arch, last_stride=int(_cfg_get(model_cfg, "last_stride", 1)),
+    encoder = IdentityEncoder(arch=_cfg_get(model_cfg, "arch", "resnet50"),
+                              last_stride=int(_cfg_get(model_cfg, "last_stride", 1)),
                               embed_dim=int(_cfg_get(model_cfg, "embed_dim", 512)),
-                              num_parts=int(_cfg_get(model_cfg, "num_parts", 4)))
-    report: Optional[WeightsReport] = None
-    if _cfg_get(model_cfg, "pretrained", True):
-        report = load_imagenet_weights(encoder.backbone, arch, str(_cfg_get(model_cfg, "weights", "") or ""))
-    encoder.weights_report = report
+                              num_parts=int(_cfg_get(model_cfg, "num_parts", 4)),
+                              pretrained=bool(_cfg_get(model_cfg, "pretrained", True)),
+                              weights=str(_cfg_get(model_cfg, "weights", "") or ""))
+    encoder.weights_report = encoder.backbone.weights_report
     return encoder
 
 

