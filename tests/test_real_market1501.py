@@ -207,6 +207,8 @@ def test_sixteen_real_crops_structures_train_evaluate(mini_market, tmp_path, cap
         grey = np.asarray(Image.open(structure_path(out, rec, 0)).convert("L"))
         assert grey.shape == (128, 64)
         assert 0.05 < (grey > 20).mean() < 0.9, rec.relpath  # a body on black, not blank or full
+        turned = np.asarray(Image.open(structure_path(out, rec, 90)).convert("L"))
+        assert np.abs(turned.astype(int) - grey).mean() > 1, rec.relpath  # the 90° view is another map
     lines = [json.loads(x) for x in (out / "structures.jsonl").read_text().splitlines()]
     assert sorted(x["relpath"] for x in lines) == sorted(r.relpath for r in train)
     assert not (out / "test").exists()  # --split train
@@ -234,6 +236,8 @@ def test_sixteen_real_crops_structures_train_evaluate(mini_market, tmp_path, cap
     report = json.loads((run / "evaluate.json").read_text())
     assert 0.0 <= report["mAP"] <= 1.0
     assert report["num_valid_queries"] == 2 and report["num_skipped_queries"] == 0
+    # The same checkpoint on the same query/gallery: the training run's own evaluation after its epoch.
+    assert report["mAP"] == pytest.approx(metrics[0]["eval"]["mAP"], abs=1e-6)
     values = printed.splitlines()[2].split()  # title, header, values (percent)
     assert float(values[0]) == pytest.approx(100 * report["mAP"], abs=0.01)
     assert 0.0 <= float(values[0]) <= 100.0
