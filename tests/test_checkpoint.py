@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gclreid.checkpoint import FORMAT, VERSION, load_checkpoint, load_model_state, read_checkpoint, save_checkpoint
-from gclreid.errors import CheckpointError
+from gclreid.errors import CheckpointError, UnsafeFileError
 from gclreid.models import IdentityEncoder
 from gclreid.runtime import set_rng_state
 
@@ -194,3 +194,35 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
     torch.save({"format": FORMAT, "version": VERSION + 1, "models": {}}, future)
     with pytest.raises(CheckpointError, match="format version 2, newer"):
         read_checkpoint(future)
+
+
+def test_every_numeric_numpy_value_round_trips_through_the_safe_load(tmp_path):
+    """Checkpoints are read with torch.load(weights_only=True) + numpy numbers (docs/safety.md): method
+    state may hold numpy arrays and scalars of any numeric dtype."""
+    extra = {f"a_{t}": np.arange(6).reshape(2, 3).astype(t)
+             for t in ("bool", "int8", "uint8", "int16", "int32", "int64", "uint32", "uint64", "float16", "float32",
+                       "float64", "complex64", "complex128")}
+    extra.update(scalar=np.float32(0.25), count=np.int64(7), fortran=np.asfortranarray(np.ones((3, 2))),
+                 empty=np.zeros((0, 4)), nested={"list": [np.array([1.5]), (np.uint8(3), "text", None, True)]})
+    before = list(torch.serialization.get_safe_globals())
+    payload = read_checkpoint(save_checkpoint(tmp_path / "c.pt", models={"m": nn.Linear(2, 2)}, extra=extra))
+    for key, value in extra.items():
+        if isinstance(value, np.ndarray):
+            got = payload["extra"][key]
+            assert got.dtype == value.dtype and np.array_equal(got, value), key
+    assert payload["extra"]["scalar"] == np.float32(0.25) and payload["extra"]["count"] == 7
+    assert payload["extra"]["nested"]["list"][1] == (3, "text", None, True)
+    # The numpy allow-list is scoped to gclreid's loads: torch's global list is as it was.
+    assert torch.serialization.get_safe_globals() == before
+
+
+def test_checkpoint_with_foreign_objects_is_refused_with_a_conversion_hint(tmp_path):
+    import argparse
+    ckpt = save_checkpoint(tmp_path / "c.pt", models={"m": nn.Linear(2, 2)}, extra={"args": argparse.Namespace(lr=1)})
+    with pytest.raises(UnsafeFileError) as info:
+        read_checkpoint(ckpt)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {ckpt} holds objects that a safe load does not build "
+                              "(it needs argparse.Namespace)")
+    assert "weights_only=False" in message and "docs/safety.md" in message and "\n" not in message
+    assert isinstance(info.value, CheckpointError)  # callers that catch CheckpointError still do

@@ -166,13 +166,25 @@ def test_file_that_is_not_a_state_dict(tmp_path, torch_home):
 def test_training_checkpoint_with_pickled_objects_and_gclreid_checkpoint(tmp_path, torch_home):
     import argparse
 
+    import numpy as np
+
     from gclreid.checkpoint import save_checkpoint
+    from gclreid.errors import UnsafeFileError
     state = random_state(torchvision_spec("resnet18", with_fc=False), seed=8)
     file = tmp_path / "train.pth.tar"  # e.g. an ImageNet training script's checkpoint
-    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "args": argparse.Namespace(lr=0.1)}, file)
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "best_prec1": np.float64(69.8),
+                "epoch": 90}, file)  # numpy numbers load safely
     model = build_resnet("resnet18")
     load_imagenet_weights(model, "resnet18", path=str(file))
     assert_model_holds(model, state)
+    # Other pickled objects are never loaded (no fallback to an unrestricted load): a clear error instead.
+    torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "args": argparse.Namespace(lr=0.1)}, file)
+    fresh = build_resnet("resnet18")
+    before = fresh.conv1.weight.clone()
+    with pytest.raises(UnsafeFileError, match=r"weights file .*train\.pth\.tar holds objects that a safe load does not "
+                                              r"build \(it needs argparse\.Namespace\).*weights_only=False"):
+        load_imagenet_weights(fresh, "resnet18", path=str(file))
+    assert torch.equal(fresh.conv1.weight, before)
     ours = save_checkpoint(tmp_path / "gcl.pt", models={"identity_encoder": model})
     with pytest.raises(CheckpointError, match="is a gclreid training checkpoint, not ImageNet weights"):
         load_imagenet_weights(build_resnet("resnet18"), "resnet18", path=str(ours))

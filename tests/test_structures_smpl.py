@@ -109,6 +109,24 @@ def test_model_npz_and_pkl_with_sparse_regressor(model_npz, tmp_path):
         assert torch.equal(getattr(model, key), getattr(other, key))
 
 
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_model_pkl_through_the_restricted_unpickler(model_npz, tmp_path, protocol):
+    """Every pickle protocol, every sparse format (matrix and array classes), numpy scalars, sets and
+    nested containers build; they are all a SMPL .pkl may hold."""
+    m = fake_model()
+    expected = load_smpl_model(model_npz)
+    for i, build in enumerate((sparse.csc_matrix, sparse.csr_matrix, sparse.coo_matrix, sparse.csc_array,
+                               sparse.coo_array)):
+        path = tmp_path / f"model{i}.pkl"
+        with open(path, "wb") as fh:
+            pickle.dump({**m, "J_regressor": build(m["J_regressor"]), "bs_style": "lbs", "scale": np.float64(1.0),
+                         "info": {"ids": {1, 2}, "pairs": [(1, np.int32(2))], "empty": np.zeros((0, 3))}},
+                        fh, protocol=protocol)
+        model = load_smpl_model(path)
+        assert torch.equal(model.J_regressor, expected.J_regressor), (build, protocol)
+        assert torch.equal(model.faces, expected.faces)
+
+
 def test_model_pkl_with_chumpy_objects_without_chumpy(tmp_path, monkeypatch):
     """Distributed SMPL .pkl files hold chumpy Ch objects; without chumpy their state's ``x`` is used."""
     m = fake_model()

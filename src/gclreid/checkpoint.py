@@ -9,17 +9,28 @@ A checkpoint is a dict saved with torch.save::
 
 It is written atomically (temporary file in the same folder, then rename), so an interrupted save
 never leaves a truncated checkpoint behind.
+
+Every file is read with :func:`safe_load`: ``torch.load(weights_only=True)`` — tensors, numbers,
+strings, ``None``, lists, tuples, dicts — plus the numpy pieces a checkpoint holds (the pseudo labels
+and numpy's RNG state are numpy arrays): ``numpy.ndarray`` of numeric dtypes, numeric dtypes and
+scalars. Nothing in a file can name a function or class outside that list, so loading a file never
+runs code from it; a file that needs more is an :class:`~gclreid.errors.UnsafeFileError` saying how to
+convert a trusted one (docs/safety.md). There is no fallback to an unrestricted load.
 """
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
+import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UnsafeFileError
 from .runtime import rng_state
 
 FORMAT = "gclreid-checkpoint"
@@ -66,15 +77,97 @@ def _umask() -> int:
     return mask
 
 
+def numpy_safe_globals() -> List[Any]:
+    """What :func:`safe_load` allows beyond torch's own weights-only list: numpy arrays of numbers.
+
+    ``numpy.ndarray`` and ``numpy.dtype`` themselves, ``bytes`` (an empty array's data is pickled as
+    ``bytes()``; torch itself allows ``bytearray``), the array and scalar reconstruction functions
+    (under numpy 2's ``numpy._core`` and numpy 1's ``numpy.core`` names, so files written with either
+    load) and the dtype classes of booleans, integers, floats and complex numbers (a dtype's state is
+    applied to an instance of its class). Not object, string, structured or datetime dtypes. Each of
+    these only builds an array or a number from the bytes and shape in the file.
+    """
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
+    scalar = np.float64(0).__reduce__()[0]     # numpy(._)core.multiarray.scalar
+    allowed: List[Any] = [np.ndarray, np.dtype, bytes]  # bytes(): the (empty) data of an empty array
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        allowed += [(reconstruct, f"{module}._reconstruct"), (scalar, f"{module}.scalar")]
+    codes = "?" + np.typecodes["AllInteger"] + np.typecodes["AllFloat"]
+    allowed += sorted({type(np.dtype(code)) for code in codes}, key=lambda t: t.__qualname__)
+    return allowed
+
+
+# torch's messages for an object the weights-only unpickler refuses to build (as opposed to a file that
+# is not a pickle / torch file at all, or a damaged one); group 1 names what the file needs.
+_UNSAFE = [re.compile(p) for p in (
+    r"GLOBAL (\S+) was not an allowed global",
+    r"unsupported GLOBAL (\S+) whose module \S+ is blocked",
+    r"Can only (?:build|create new object)[^\n]*?but got <class '([^']+)'>",
+    r"call reduce for unrecognized function ([^\n]+)",
+    r"(\S+) must be imported to load",
+)]
+
+
+def _unsafe_need(message: str) -> Optional[str]:
+    for pattern in _UNSAFE:
+        found = pattern.search(message)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
+def _torch_reason(message: str) -> str:
+    """The core of a torch.load error message (torch wraps it in paragraphs of advice)."""
+    message = message.split("Check the documentation of torch.load")[0]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    reason = lines[-1] if lines else message.strip()
+    return reason.split("WeightsUnpickler error:")[-1].strip() or reason
+
+
+def conversion_hint(path: os.PathLike) -> str:
+    """How to turn a trusted file that fails the safe load into one that passes (one line)."""
+    path = Path(path)
+    converted = path.with_name(path.name.split(".")[0] + "-converted.pth")
+    return (f"if (and only if) you trust where {path.name} comes from, convert it once in a separate Python "
+            f"session: `import torch; obj = torch.load({str(path)!r}, map_location='cpu', weights_only=False)` "
+            f"then `torch.save(obj.get('state_dict', obj), {str(converted)!r})` (a state dict of tensors) "
+            "and use the converted file; see docs/safety.md")
+
+
+def safe_load(path: os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with :func:`numpy_safe_globals` allowed.
+
+    A file that needs anything else raises :class:`~gclreid.errors.UnsafeFileError` (naming the file,
+    what it needs, and how to convert a trusted file); any other failure (not a torch file, damaged)
+    raises :class:`~gclreid.errors.CheckpointError`. `what` names the file in the messages.
+    """
+    path = Path(path)
+    present = set(torch.serialization.get_safe_globals())
+    extra = [g for g in numpy_safe_globals() if g not in present]
+    try:
+        with torch.serialization.safe_globals(extra), warnings.catch_warnings():
+            # Plain pickles (protocol > 2) make torch warn before it refuses them; the error says it all.
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        needs = _unsafe_need(str(exc))
+        if needs:
+            raise UnsafeFileError(
+                f"{what} {path} holds objects that a safe load does not build (it needs {needs}): gclreid reads files "
+                "only with torch.load(weights_only=True) (tensors, numbers, strings, lists, dicts, numpy arrays of "
+                f"numbers), so that loading a file can never run code from it; {conversion_hint(path)}") from None
+        raise CheckpointError(f"{what} {path} could not be read (not a file written by torch.save, or a damaged "
+                              f"one: {_torch_reason(str(exc))})") from None
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise CheckpointError(f"{what} {path} could not be read ({type(exc).__name__}: {exc})") from exc
+
+
 def read_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Read and validate a checkpoint file without applying it."""
+    """Read (with :func:`safe_load`) and validate a checkpoint file without applying it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc})") from exc
+    payload = safe_load(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gclreid checkpoint (no 'format: {FORMAT}' entry); "
                               "to load a plain state dict use gclreid.checkpoint.load_model_state()")

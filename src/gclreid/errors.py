@@ -17,5 +17,10 @@ class CheckpointError(GclreidError, ValueError):
     """A checkpoint file that is missing, corrupt, or does not fit the model it is loaded into."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A checkpoint or weights file whose pickle needs objects the safe loader does not build
+    (``torch.load(weights_only=True)`` with gclreid's allow-list): loading it could run code."""
+
+
 class WeightsNotFoundError(GclreidError, FileNotFoundError):
     """Pretrained weights that are not on disk (nothing is downloaded at run time)."""

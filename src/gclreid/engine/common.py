@@ -12,7 +12,7 @@ from torch import nn
 
 from ..checkpoint import load_model_state, read_checkpoint
 from ..config import ConfigError
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UnsafeFileError
 from ..models import build_identity_encoder, map_official_eid_state, read_state_dict
 
 log = logging.getLogger("gclreid")
@@ -35,6 +35,8 @@ def init_encoder(encoder: nn.Module, path: str, key: str = "identity_encoder") -
     """
     try:
         payload = read_checkpoint(path)
+    except UnsafeFileError:
+        raise  # the same safe load follows for a state dict: say it once, as about a checkpoint
     except CheckpointError:
         payload = None
     if payload is not None:

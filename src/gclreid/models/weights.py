@@ -8,6 +8,9 @@ Where the file is looked for, in order:
    defaults to ``~/.cache/torch``) under torchvision's file names, current first, then legacy; for
    MobileNetV2 the file ``gclreid weights fetch mobilenet_v2`` writes there.
 
+Files are read with :func:`gclreid.checkpoint.safe_load` (``torch.load(weights_only=True)``, no
+fallback): a file that pickles anything beyond tensors, plain containers and numpy numbers is an
+:class:`~gclreid.errors.UnsafeFileError` saying how to convert a trusted one (docs/safety.md).
 Accepted file contents: a plain state dict, or a dict holding it under ``state_dict`` or ``model``;
 a ``module.`` prefix (DataParallel) is stripped. ``fc.*`` is dropped when the model has no classifier.
 Files written before PyTorch 0.4.1 (the legacy ``*-5c106cde``-style names) have no BatchNorm
@@ -17,7 +20,6 @@ Anything else that does not fit (missing or unexpected keys, shape mismatches) i
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Tuple
@@ -25,7 +27,7 @@ from typing import Dict, List, Mapping, Tuple
 import torch
 from torch import nn
 
-from ..checkpoint import load_model_state
+from ..checkpoint import load_model_state, safe_load
 from ..errors import CheckpointError, WeightsNotFoundError
 
 __all__ = ["IMAGENET_FILES", "DOWNLOAD_URL", "WeightsReport", "hub_checkpoint_dir", "find_imagenet_weights",
@@ -114,15 +116,9 @@ def find_imagenet_weights(arch: str, path: str = "") -> Path:
 
 def read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
     """Read a weights file and unwrap it to a flat ``{name: tensor}`` dict (see module docstring)."""
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            # Training checkpoints of other tools often pickle extra objects (argparse namespaces,
-            # numpy scalars); the user pointed at this file explicitly or placed it in the cache.
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"weights file {path} could not be read ({type(exc).__name__}: {exc})") from exc
+    # Safe load only (tensors, plain containers, numpy numbers): a file that pickles other objects
+    # (e.g. another tool's argparse namespace) is an UnsafeFileError saying how to convert a trusted one.
+    obj = safe_load(path, "weights file")
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -2,9 +2,10 @@
 
 Everything is done here, in torch, without ``smplx`` or a mesh renderer:
 
-* :func:`load_smpl_model` reads the model (``.npz``, or the ``.pkl`` as distributed — plain numpy /
-  scipy-sparse values, or chumpy objects, read with chumpy when it is installed and otherwise through
-  a small stand-in that takes the array out of each object's pickled state) and checks every shape;
+* :func:`load_smpl_model` reads the model (``.npz``, or the ``.pkl`` as distributed through a
+  restricted unpickler that builds only numpy arrays, plain containers, scipy-sparse matrices and
+  chumpy objects — the latter through a small stand-in that takes the array out of each object's
+  pickled state, never chumpy itself — so no model file can run code) and checks every shape;
 * :func:`load_smpl_params` reads the per-image parameters (``names``, ``pose``, ``shape``/``betas``,
   optional ``cam`` — or HMR's 85-d ``theta`` = cam, pose, shape);
 * :func:`smpl_forward` — blend shapes, pose blend shapes (Rodrigues), joints, linear blend skinning;
@@ -70,8 +71,8 @@ class SmplModel:
 
 
 class _ChumpyStandIn:
-    """Replaces chumpy classes while unpickling when chumpy is not installed: keeps the pickled
-    state, whose ``x`` holds the array of a plain ``Ch`` (what SMPL model files contain)."""
+    """Stands for every chumpy class while unpickling (chumpy itself is never imported or run): keeps
+    the pickled state, whose ``x`` holds the array of a plain ``Ch`` (what SMPL model files contain)."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.state = None
@@ -87,29 +88,133 @@ class _ChumpyStandIn:
         return None
 
 
-class _ModelUnpickler(pickle.Unpickler):
+class _SparseStandIn:
+    """Stands for a scipy.sparse matrix while unpickling: keeps the pickled attributes; :meth:`array`
+    builds the dense array from them with scipy's checked constructors."""
+    format = ""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.state = None
+
+    def __setstate__(self, state) -> None:
+        self.state = state
+
+    def array(self) -> np.ndarray:
+        from scipy import sparse
+        state = self.state[0] if isinstance(self.state, tuple) and self.state else self.state
+        if not isinstance(state, dict):
+            raise ValueError(f"a scipy.sparse {self.format} matrix without its attributes")
+        shape = tuple(int(x) for x in state.get("_shape", state.get("shape", ())))
+        if self.format == "coo":
+            coords = state["coords"] if "coords" in state else (state["row"], state["col"])
+            matrix = sparse.coo_matrix((_numeric(state["data"]), tuple(_numeric(c) for c in coords)), shape=shape)
+        else:
+            build = sparse.csc_matrix if self.format == "csc" else sparse.csr_matrix
+            matrix = build((_numeric(state["data"]), _numeric(state["indices"]), _numeric(state["indptr"])),
+                           shape=shape)
+        return matrix.toarray()
+
+
+_SPARSE = {fmt: type(f"_Sparse_{fmt}", (_SparseStandIn,), {"format": fmt}) for fmt in ("csc", "csr", "coo")}
+
+
+def _numeric(value) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"an array of dtype {arr.dtype}, not numbers")
+    return arr
+
+
+def _reconstructor(cls, base, state):
+    """``copyreg._reconstructor`` (protocol 0/1 objects), for the stand-ins only."""
+    if not (isinstance(cls, type) and issubclass(cls, (_ChumpyStandIn, _SparseStandIn))) or base is not object \
+            or state is not None:
+        raise pickle.UnpicklingError(f"copyreg._reconstructor of {cls!r} on {base!r} is not allowed in a SMPL model")
+    return cls()
+
+
+def _latin1_bytes(text, encoding="latin1", errors="strict") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (str → latin-1 bytes), and nothing else."""
+    if not isinstance(text, str) or str(encoding).lower().replace("_", "-") not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not allowed in a "
+                                     "SMPL model")
+    return text.encode("latin-1")
+
+
+class _Forbidden(pickle.UnpicklingError):
+    """Something in a SMPL model file that the reader does not build."""
+
+
+def _smpl_globals() -> Dict[Tuple[str, str], object]:
+    reconstruct = np.zeros(1).__reduce__()[0]         # numpy(._)core.multiarray._reconstruct
+    frombuffer = np.zeros(1).__reduce_ex__(5)[0]      # numpy(._)core.numeric._frombuffer (protocol 5)
+    scalar = np.float64(0).__reduce__()[0]            # numpy(._)core.multiarray.scalar
+    allowed: Dict[Tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for core in ("numpy.core", "numpy._core"):  # numpy 1 and 2 names
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    for module in ("copy_reg", "copyreg"):  # Python 2 and 3 names
+        allowed[(module, "_reconstructor")] = _reconstructor
+    for module in ("__builtin__", "builtins"):
+        for name, value in (("object", object), ("set", set), ("frozenset", frozenset), ("complex", complex),
+                            ("bytes", bytes), ("bytearray", bytearray)):
+            allowed[(module, name)] = value
+    allowed[("_codecs", "encode")] = _latin1_bytes
+    return allowed
+
+
+class _ModelUnpickler(pickle._Unpickler):
+    """Builds only what a SMPL model file holds: numpy arrays, dtypes and scalars, plain containers
+    (dict, list, tuple, set, str, bytes, numbers), scipy.sparse csc/csr/coo matrices (as
+    :class:`_SparseStandIn`) and chumpy objects (as :class:`_ChumpyStandIn`).
+
+    Every other global is refused before anything is called, and a pickled state is applied only to
+    arrays, dtypes and the stand-ins (the pure-Python unpickler, whose BUILD step can be checked), so
+    a model file cannot run code or change any object but the ones it creates."""
+    _allowed = _smpl_globals()
+    _buildable = (np.ndarray, np.dtype, _ChumpyStandIn, _SparseStandIn)
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module: str, name: str):
-        if module.split(".")[0] == "chumpy":
-            try:
-                return super().find_class(module, name)  # the real chumpy when it is installed
-            except Exception:  # not installed, or broken on new numpy: the stand-in suffices
-                return _ChumpyStandIn
-        return super().find_class(module, name)
+        if (module, name) in self._allowed:
+            return self._allowed[(module, name)]
+        if module == "chumpy" or module.startswith("chumpy."):
+            return _ChumpyStandIn
+        if module == "scipy.sparse" or module.startswith("scipy.sparse."):
+            fmt = name.split("_")[0]
+            if fmt in _SPARSE and name in (f"{fmt}_matrix", f"{fmt}_array"):
+                return _SPARSE[fmt]
+        raise _Forbidden(f"{module}.{name}")
+
+    def load_build(self):
+        inst = self.stack[-2]  # [..., object, state]
+        if not isinstance(inst, self._buildable):
+            raise _Forbidden(f"a pickled state for {type(inst).__name__}")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def _plain(key: str, value, path: Path) -> np.ndarray:
-    """A model value as a dense numpy array (scipy sparse, chumpy or stand-in objects converted)."""
+    """A model value as a dense numeric numpy array (scipy sparse and chumpy stand-ins converted)."""
     if isinstance(value, _ChumpyStandIn):
         arr = value.array()
         if arr is None:
-            raise SmplError(f"SMPL model {path}: {key!r} is a chumpy object this reader cannot convert; "
-                            "`pip install chumpy`, or convert the model to .npz (see docs/structures.md)")
-        return arr
-    if hasattr(value, "toarray"):  # scipy.sparse
-        return value.toarray()
-    if hasattr(value, "r") and not isinstance(value, np.ndarray):  # real chumpy Ch
-        return np.asarray(value.r)
-    return np.asarray(value)
+            raise SmplError(f"SMPL model {path}: {key!r} is a chumpy object this reader cannot convert (only plain Ch "
+                            "arrays); convert the model to .npz (see docs/structures.md)")
+        value = arr
+    elif isinstance(value, _SparseStandIn):
+        try:
+            value = value.array()
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SmplError(f"SMPL model {path}: {key!r} is a scipy.sparse {value.format} matrix that does not "
+                            f"rebuild ({type(exc).__name__}: {exc})") from None
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise SmplError(f"SMPL model {path}: {key!r} holds {type(value).__name__} of dtype {arr.dtype}; expected an "
+                        "array of numbers")
+    return arr
 
 
 def _read_model_file(path: Path) -> Dict[str, object]:
@@ -125,7 +230,14 @@ def _read_model_file(path: Path) -> Dict[str, object]:
     try:
         with open(path, "rb") as fh:
             data = _ModelUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError) as exc:
+    except _Forbidden as exc:
+        raise SmplError(
+            f"SMPL model {path} holds {exc}, which the SMPL reader does not build: .pkl model files are read with a "
+            "restricted unpickler (numpy arrays, scipy.sparse matrices, chumpy arrays, plain containers), so that "
+            "loading one can never run code from it; if (and only if) you trust the file, convert it to .npz once "
+            "in a separate Python session (see docs/structures.md and docs/safety.md)") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, KeyError, TypeError,
+            ValueError) as exc:
         raise SmplError(f"SMPL model {path} does not unpickle ({type(exc).__name__}: {exc}); expected the SMPL "
                         ".pkl as distributed or an .npz of its arrays") from None
     if not isinstance(data, dict):
