@@ -9,22 +9,25 @@ from torch.utils.data import DataLoader
 from ..errors import CheckpointError, DatasetError
 
 
-def encoder_from_checkpoint(path, cfg, model_key: Optional[str] = None,
-                            overrides: Sequence[str] = ()) -> Tuple[torch.nn.Module, Any, str]:
+def encoder_from_checkpoint(path, cfg, model_key: Optional[str] = None, overrides: Sequence[str] = (),
+                            payload: Optional[Dict[str, Any]] = None) -> Tuple[torch.nn.Module, Any, str]:
     """Build and load the ReID encoder stored in gclreid checkpoint `path` (eval mode, on the CPU).
 
     The network must be built, and images sized, exactly as in training: the checkpoint's ``model``
     section and image size (and ``dgnet`` section for a DG-Net run: its test feature) are merged onto
     `cfg`, then the `overrides` (``key=value``) of those sections are applied again on top.
     `model_key` defaults to ``identity_encoder``, or ``appearance_encoder`` for a DG-Net checkpoint
-    (evaluated with DG-Net's test feature). Returns ``(encoder, cfg, key)``."""
+    (evaluated with DG-Net's test feature). `payload`: the checkpoint as :func:`read_checkpoint` returned
+    it, when the caller has already read it (it is not read again). A checkpoint without an identity
+    encoder (e.g. a generator only) is a :class:`CheckpointError` naming the models it holds.
+    Returns ``(encoder, cfg, key)``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from ..checkpoint import load_model_state, read_checkpoint
     from ..models import appearance_num_classes, build_appearance_encoder, build_identity_encoder, is_appearance_state
 
-    payload = read_checkpoint(path)
+    payload = read_checkpoint(path) if payload is None else payload
     saved = payload.get("config") or {}
     layers = [{"model": saved["model"]}] if saved.get("model") else []
     if saved.get("data"):
@@ -42,9 +45,16 @@ def encoder_from_checkpoint(path, cfg, model_key: Optional[str] = None,
     models = payload["models"]
     key = model_key or ("appearance_encoder" if "appearance_encoder" in models and "identity_encoder" not in models
                         else "identity_encoder")
-    if key not in models:
-        raise CheckpointError(f"checkpoint {path} has no model {key!r}; it holds {sorted(models)} "
-                              "(choose one with --model-key)")
+    encoders = sorted(name for name, state in models.items() if _is_encoder_state(state))
+    if key not in models or not _is_encoder_state(models[key]):
+        if not encoders:
+            raise CheckpointError(f"checkpoint {path} holds no identity encoder (it holds {sorted(models)}): a "
+                                  "generator-only checkpoint cannot embed images; use the checkpoint of the run "
+                                  "that trained the encoder")
+        what = "no model" if key not in models else "model"
+        tail = "" if key not in models else " is not an identity encoder (no backbone.*/feat_bn.* weights)"
+        raise CheckpointError(f"checkpoint {path} has {what} {key!r}{tail}; it holds {sorted(models)}, of which "
+                              f"{encoders} can embed images (choose one with --model-key)")
     if is_appearance_state(models[key]):
         encoder = build_appearance_encoder(cfg.model, cfg.dgnet, appearance_num_classes(models[key]))
     else:
@@ -53,12 +63,21 @@ def encoder_from_checkpoint(path, cfg, model_key: Optional[str] = None,
     return encoder.eval(), cfg, key
 
 
+def _is_encoder_state(state) -> bool:
+    """Whether a state dict is an identity (or DG-Net appearance) encoder's: a backbone and the BN embedding."""
+    return (isinstance(state, dict) and "feat_bn.weight" in state
+            and any(isinstance(k, str) and k.startswith("backbone.") for k in state))
+
+
 def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: torch.device,
-                   progress: bool = True) -> Dict[str, Any]:
+                   progress: bool = True, return_details: bool = False):
     """Rank the gallery for every query of `dataset` with `model`'s embedding.
 
     Returns the metrics of :func:`evaluate_ranking` plus the sizes used. Features come from the test
     transform (resize + normalise), with flip averaging and k-reciprocal re-ranking as `eval_cfg` says.
+    With ``return_details=True`` returns ``(metrics, details)``; ``details`` holds ``query_records`` and
+    ``gallery_records`` (the images actually embedded, in row order), ``query_features``,
+    ``gallery_features`` and the ranked ``distmat`` (re-ranked when `eval_cfg.rerank`).
     """
     from ..data import ImageDataset, build_test_transform
     from . import evaluate_ranking, extract_features, pairwise_distance
@@ -72,10 +91,10 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
         images = ImageDataset(records, transform, skip_bad_images=data_cfg.skip_bad_images)
         loader = DataLoader(images, batch_size=eval_cfg.batch_size, shuffle=False, num_workers=data_cfg.workers,
                             pin_memory=device.type == "cuda")
-        return extract_features(model, loader, device, flip=eval_cfg.flip, progress=progress)
+        return (*extract_features(model, loader, device, flip=eval_cfg.flip, progress=progress), images.records)
 
-    qf, q_pids, q_camids = features_of(dataset.query)
-    gf, g_pids, g_camids = features_of(dataset.gallery)
+    qf, q_pids, q_camids, q_records = features_of(dataset.query)
+    gf, g_pids, g_camids, g_records = features_of(dataset.gallery)
     if eval_cfg.rerank:
         from .rerank import re_ranking
         distmat = re_ranking(qf, gf, k1=eval_cfg.k1, k2=eval_cfg.k2, lambda_value=eval_cfg.lambda_value)
@@ -85,4 +104,7 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
                               max_rank=eval_cfg.max_rank, query_chunk=eval_cfg.query_chunk)
     result.update(num_query_images=int(len(qf)), num_gallery_images=int(len(gf)),
                   feature_dim=int(qf.shape[1]), flip=bool(eval_cfg.flip), rerank=bool(eval_cfg.rerank))
+    if return_details:
+        return result, {"query_records": q_records, "gallery_records": g_records, "query_features": qf,
+                        "gallery_features": gf, "distmat": distmat}
     return result
