@@ -5,6 +5,8 @@ Measures, in one run and on the current device:
     256×128) and the CPU setting (ResNet-18, 128×64), contiguous vs channels-last memory format;
   * the cost of last stride 1 relative to last stride 2 (4× larger layer4 map);
   * one training step (forward + backward of the embedding) per batch;
+  * MobileNetV2 (always channels-last inside) against its contiguous variant, eval and train step,
+    at 128×64 (the CPU Market-1501 runs) and 256×128;
   * loading a ResNet-50 ImageNet file in torchvision format (generated here, random values) relative
     to building the model.
 
@@ -70,6 +72,28 @@ def bench_train_step(arch, size, batch, device, repeats):
     return time_call(run, device, repeats)
 
 
+class _contiguous_mobilenet:
+    """Within the block, MobileNetV2 is built and run contiguous (NCHW) instead of channels-last."""
+
+    def __init__(self, active: bool):
+        self.active = active
+
+    def __enter__(self):
+        from gclreid.models import mobilenet
+        self.module, self.forward, self.init = mobilenet, mobilenet.MobileNetV2.forward, mobilenet.MobileNetV2.__init__
+        if self.active:
+            init = self.init
+
+            def contiguous_init(model, *args, **kwargs):
+                init(model, *args, **kwargs)
+                model.to(memory_format=torch.contiguous_format)
+            mobilenet.MobileNetV2.__init__ = contiguous_init
+            mobilenet.MobileNetV2.forward = lambda model, x: model.features(x.contiguous())
+
+    def __exit__(self, *exc):
+        self.module.MobileNetV2.forward, self.module.MobileNetV2.__init__ = self.forward, self.init
+
+
 def bench_weight_loading(repeats):
     with tempfile.TemporaryDirectory() as tmp:
         source = build_resnet("resnet50", with_fc=True)
@@ -117,6 +141,19 @@ def main() -> int:
     train_batch = 16 if device.type == "cuda" else 4
     add(f"train step resnet50 256x128 s1 batch {train_batch}",
         bench_train_step("resnet50", (256, 128), train_batch, device, repeats), train_batch)
+    mb_batch = 64 if device.type == "cuda" else (16 if args.quick else 32)
+    for size in ((128, 64), (256, 128)):
+        tag = f"mobilenet_v2 {size[0]}x{size[1]} s1 batch {mb_batch}"
+        times = {}
+        for layout in ("channels_last", "contiguous"):
+            with _contiguous_mobilenet(layout == "contiguous"):
+                times[layout] = (
+                    add(f"eval {tag} {layout}", bench_inference("mobilenet_v2", 1, size, mb_batch, device, False,
+                                                                  repeats), mb_batch),
+                    add(f"train step {tag} {layout}", bench_train_step("mobilenet_v2", size, mb_batch, device,
+                                                                        repeats), mb_batch))
+        results[f"mobilenet_v2_{size[0]}x{size[1]}_channels_last_train_speedup"] = round(
+            times["contiguous"][1] / times["channels_last"][1], 3)
     build, load = bench_weight_loading(repeats)
     add("build resnet50 (random init)", build)
     add("load resnet50 ImageNet file (torchvision format)", load)

@@ -212,8 +212,11 @@ def test_every_numeric_numpy_value_round_trips_through_the_safe_load(tmp_path):
             assert got.dtype == value.dtype and np.array_equal(got, value), key
     assert payload["extra"]["scalar"] == np.float32(0.25) and payload["extra"]["count"] == 7
     assert payload["extra"]["nested"]["list"][1] == (3, "text", None, True)
-    # The numpy allow-list is scoped to gclreid's loads: torch's global list is as it was.
-    assert torch.serialization.get_safe_globals() == before
+    # The numpy allow-list is scoped to gclreid's loads: nothing of numpy stays in torch's global list
+    # (torch itself may add entries of its own on first use of a submodule, so compare numpy's only).
+    def numpy_entries(entries):
+        return {repr(e) for e in entries if "numpy" in repr(e)}
+    assert numpy_entries(torch.serialization.get_safe_globals()) == numpy_entries(before)
 
 
 def test_checkpoint_with_foreign_objects_is_refused_with_a_conversion_hint(tmp_path):
