@@ -104,3 +104,26 @@ def test_domain_adaptive_gcl_configs_chain_source_to_target(source, target):
     # and the GCL stages are the target's fully unsupervised ones apart from the initialisation
     plain = load_config(PACKAGE_CONFIGS / f"gcl_{target}.yaml")
     assert stage3.generator == plain.generator and stage3.cluster == plain.cluster and stage3.optim == plain.optim
+
+
+def test_a_mistyped_override_is_blamed_not_the_yaml_file(tmp_path):
+    cfg_file = write(tmp_path / "exp.yaml", "train:\n  epochs: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(cfg_file, ["train.epoch=4"])
+    message = str(caught.value)
+    assert message.startswith("override 'train.epoch=4' does not fit the config schema") and "epoch" in message
+    assert str(cfg_file) not in message and "\n" not in message  # no omegaconf full_key/object_type lines
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "bad.yaml", "train:\n  epoch: 3\n"))
+    assert str(tmp_path / "bad.yaml") in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_validate_config_names_every_bad_value_in_one_line():
+    from gclreid.config import validate_config
+    with pytest.raises(ConfigError) as caught:
+        validate_config(load_config(None, ["optim.lr=-1", "train.epochs=0", "data.width=0"]))
+    message = str(caught.value)
+    assert "optim.lr=-1.0" in message and "train.epochs=0" in message and "data.width=0" in message
+    assert "\n" not in message
+    # Adam at an absurd-but-possible rate is a warning, not an error
+    assert any("very large for Adam" in w for w in validate_config(load_config(None, ["optim.lr=0.5"])))

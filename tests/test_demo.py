@@ -63,3 +63,24 @@ def test_demo_help_lists_its_options(capsys):
         main(["demo", "--help"])
     text = capsys.readouterr().out
     assert "--stages" in text and "--set" in text and "cluster_contrast_synthreid.yaml" in text
+
+
+def test_demo_checks_every_stage_config_before_any_work(tmp_path, capsys):
+    # an unknown key in --set for the last stage is refused before the dataset is generated
+    assert main(["demo", "--out", str(tmp_path / "d"), "--set", "stage3:train.nokey=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "stage3" in err and "train.nokey=1" in err
+    assert not (tmp_path / "d").exists()
+    with pytest.raises(GclreidError, match="stage1.*train.epochs=0 must be >= 1"):
+        run_demo(tmp_path / "e", synth_overrides=TINY, progress=False, overrides={"stage1": ["train.epochs=0"]})
+    assert not (tmp_path / "e").exists()
+
+
+def test_a_second_demo_into_the_same_folder_retrains_its_stages(tmp_path):
+    stage1 = {"stage1": TINY_STAGES["stage1"]}
+    run_demo(tmp_path / "demo", workers=1, progress=False, synth_overrides=TINY, stages=("stage1",), overrides=stage1)
+    # the stage folder holds a run now; the demo replaces it (as train --overwrite) rather than refusing
+    again = run_demo(tmp_path / "demo", workers=1, progress=False, synth_overrides=TINY, stages=("stage1",),
+                     overrides=stage1)
+    assert [r["stage"] for r in again["rows"]] == ["untrained encoder", "stage 1: cluster contrast"]
+    assert len((tmp_path / "demo" / "stage1" / "metrics.jsonl").read_text().splitlines()) == 1

@@ -8,7 +8,8 @@ A checkpoint is a dict saved with torch.save::
      "epoch": int, "iteration": int, "rng": {...}, "config": {...resolved config...}}
 
 It is written atomically (temporary file in the same folder, then rename), so an interrupted save
-never leaves a truncated checkpoint behind.
+never leaves a truncated checkpoint behind; temporary files that a killed write left
+(``.last.pt.*.tmp``) are removed by the next successful save of the same file.
 
 Every file is read with :func:`safe_load`: ``torch.load(weights_only=True)`` — tensors, numbers,
 strings, ``None``, lists, tuples, dicts — plus the numpy pieces a checkpoint holds (the pseudo labels
@@ -68,6 +69,12 @@ def save_checkpoint(path: os.PathLike, *, models: Mapping[str, torch.nn.Module],
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    # Temporary files of earlier writes of this checkpoint that were killed before their rename.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            stale.unlink()
+        except OSError:
+            pass
     return path
 
 

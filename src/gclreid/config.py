@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -131,6 +131,9 @@ class TrainConfig:
     log_every: int = 20  # iterations between log lines / TensorBoard points
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     max_grad_norm: float = 0.0  # >0: clip gradients
+    # Divergence guard: training stops (last good checkpoint kept) when a parameter tensor's L2 norm exceeds
+    # this (exploding weights) or is not finite; 0 = only the non-finite check. Losses are always checked.
+    max_weight_norm: float = 1e6
 
 
 @dataclass
@@ -293,6 +296,11 @@ def _resolve_base(name: str, relative_to: Path) -> Path:
 
 def _read_yaml_with_bases(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
     """Return the chain of YAML dicts to merge, bases first."""
+    return [data for _, data in _read_yaml_chain(path, seen)]
+
+
+def _read_yaml_chain(path: Path, seen: Sequence[Path] = ()) -> List[Tuple[Path, Dict[str, Any]]]:
+    """The chain of (file, YAML dict) to merge, bases first."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"config {path} inherits from itself (cycle through {', '.join(map(str, seen))})")
@@ -307,11 +315,17 @@ def _read_yaml_with_bases(path: Path, seen: Sequence[Path] = ()) -> List[Dict[st
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
-    chain: List[Dict[str, Any]] = []
+    chain: List[Tuple[Path, Dict[str, Any]]] = []
     for base in bases:
-        chain += _read_yaml_with_bases(_resolve_base(base, path.parent), (*seen, path))
-    chain.append(data)
+        chain += _read_yaml_chain(_resolve_base(base, path.parent), (*seen, path))
+    chain.append((path, data))
     return chain
+
+
+def _omegaconf_reason(exc: Exception) -> str:
+    """The first line of an omegaconf error (it appends full_key / object_type lines)."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (), schema: type = Config) -> DictConfig:
@@ -320,17 +334,20 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (
     if path and not Path(path).is_file() and (PACKAGE_CONFIGS / Path(path).name).is_file():
         # `configs/tmp_market1501.yaml` or a bare `tmp_market1501.yaml` outside the repo: the shipped copy
         path = PACKAGE_CONFIGS / Path(path).name
-    layers = _read_yaml_with_bases(Path(path)) if path else []
+    layers = _read_yaml_chain(Path(path)) if path else []
     for bad in [o for o in overrides if "=" not in o]:
         raise ConfigError(f"override {bad!r} must look like key.sub=value")
-    try:
-        for layer in layers:
+    for source, layer in layers:
+        try:
             cfg = OmegaConf.merge(cfg, layer)
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
-        source = f" (file {path})" if path else ""
-        raise ConfigError(f"config does not fit the schema{source}: {exc}") from exc
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"config file {source} does not fit the schema: {_omegaconf_reason(exc)}") from None
+    # One override at a time, so that an error names the override (not the YAML file) that caused it.
+    for override in overrides:
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as exc:
+            raise ConfigError(f"override {override!r} does not fit the config schema: {_omegaconf_reason(exc)}") from None
     OmegaConf.set_readonly(cfg, False)
     return cfg
 
@@ -343,3 +360,114 @@ def save_config(cfg: DictConfig, path: os.PathLike) -> None:
 
 def to_dict(cfg: DictConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+# Largest optimiser learning rate accepted (optim.lr, gcl.lr_g/lr_d, dgnet.lr_g/lr_d): no setting of the
+# shipped methods comes near it (LARS at 0.3 x batch/256 is the largest); above it training only diverges.
+MAX_LR = 10.0
+# Adam above this is almost certainly a typo (its step is ~lr per weight whatever the gradient): warned.
+ADAM_WARN_LR = 0.1
+# Methods whose training batches come from train.num_instances (identity sampler when > 0).
+_SAMPLER_METHODS = ("tmp", "cluster_contrast", "supervised")
+_CLUSTER_METHODS = ("tmp", "cluster_contrast", "gcl")
+
+
+def validate_config(cfg) -> List[str]:
+    """Check the values a training run needs before any work starts (data loading, feature extraction).
+
+    Raises :class:`ConfigError` naming every bad value in one line; returns warnings (values that are
+    allowed but very likely wrong, e.g. Adam with lr > 0.1) for the caller to log."""
+    import math
+
+    problems: List[str] = []
+    warnings_: List[str] = []
+
+    def number(key: str, value, *, minimum=None, above=None, maximum=None, integer=False) -> None:
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{key}={value!r} must be a number")
+            return
+        if not math.isfinite(value):
+            problems.append(f"{key}={value} must be finite")
+        elif above is not None and not value > above:
+            problems.append(f"{key}={value} must be > {above}")
+        elif minimum is not None and value < minimum:
+            problems.append(f"{key}={value} must be >= {minimum}")
+        elif maximum is not None and value > maximum:
+            problems.append(f"{key}={value} must be <= {maximum}")
+
+    def lr(key: str, value) -> None:
+        number(key, value, above=0)
+        if isinstance(value, (int, float)) and math.isfinite(value) and value > MAX_LR:
+            problems.append(f"{key}={value} is far beyond any working learning rate (the limit is {MAX_LR:g}; "
+                            "a run at this rate only diverges)")
+
+    def choice(key: str, value, allowed: Sequence[str]) -> None:
+        if value not in allowed:
+            problems.append(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+    d, t, o, e, c, r = cfg.data, cfg.train, cfg.optim, cfg.eval, cfg.cluster, cfg.run
+    method = t.method
+    number("data.height", d.height, minimum=1)
+    number("data.width", d.width, minimum=1)
+    number("data.workers", d.workers, minimum=0)
+    number("data.val_identities", d.val_identities, minimum=0)
+    number("train.epochs", t.epochs, minimum=1)
+    number("train.batch_size", t.batch_size, minimum=1)
+    number("train.iters_per_epoch", t.iters_per_epoch, minimum=0)
+    number("train.num_instances", t.num_instances, minimum=0)
+    number("train.bn_batch_size", t.bn_batch_size, minimum=0)
+    number("train.log_every", t.log_every, minimum=1)
+    number("train.eval_every", t.eval_every, minimum=0)
+    number("train.max_grad_norm", t.max_grad_norm, minimum=0)
+    number("train.max_weight_norm", t.max_weight_norm, minimum=0)
+    number("train.temperature", t.temperature, above=0)
+    if (method in _SAMPLER_METHODS and t.num_instances > 0 and t.batch_size >= 1
+            and (t.batch_size < t.num_instances or t.batch_size % t.num_instances)):
+        problems.append(f"train.batch_size={t.batch_size} must be a multiple of train.num_instances={t.num_instances} "
+                        "(batches are P identities x K=num_instances images; num_instances=0 shuffles plainly)")
+    choice("optim.name", o.name, ("sgd", "adam", "lars"))
+    choice("optim.schedule", o.schedule, ("step", "cosine", "constant"))
+    lr("optim.lr", o.lr)
+    if o.name == "adam" and isinstance(o.lr, (int, float)) and ADAM_WARN_LR < o.lr <= MAX_LR:
+        warnings_.append(f"optim.lr={o.lr} is very large for Adam (its steps are about lr per weight); expect "
+                         "divergence (the run stops if it diverges)")
+    number("optim.lr_batch_scale", o.lr_batch_scale, minimum=0)
+    number("optim.weight_decay", o.weight_decay, minimum=0)
+    number("optim.momentum", o.momentum, minimum=0, maximum=1)
+    number("optim.gamma", o.gamma, above=0)
+    number("optim.warmup_epochs", o.warmup_epochs, minimum=0)
+    number("eval.batch_size", e.batch_size, minimum=1)
+    number("eval.max_rank", e.max_rank, minimum=1)
+    number("eval.query_chunk", e.query_chunk, minimum=1)
+    if method in _CLUSTER_METHODS:
+        number("cluster.k1", c.k1, minimum=1)
+        number("cluster.k2", c.k2, minimum=1)
+        number("cluster.min_samples", c.min_samples, minimum=1)
+        number("cluster.eps", c.eps, minimum=0)
+        if c.eps == 0:
+            number("cluster.rho", c.rho, above=0, maximum=1)
+        number("cluster.instance_epochs", c.instance_epochs, minimum=0)
+        choice("cluster.outliers", c.outliers, ("drop", "single"))
+    if method == "gcl":
+        lr("gcl.lr_g", cfg.gcl.lr_g)
+        lr("gcl.lr_d", cfg.gcl.lr_d)
+    if method == "dgnet":
+        lr("dgnet.lr_g", cfg.dgnet.lr_g)
+        lr("dgnet.lr_d", cfg.dgnet.lr_d)
+        number("dgnet.head_lr_mult", cfg.dgnet.head_lr_mult, above=0)
+    for key, value, user in (("gcl.init", cfg.gcl.init, "gcl"), ("dgnet.teacher", cfg.dgnet.teacher, "dgnet")):
+        if value and method != user:
+            warnings_.append(f"{key}={value} is ignored: train.method={method} does not use it (only {user} does)")
+    device = str(r.device)
+    if device != "auto":
+        import torch
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            problems.append(f"run.device={device!r} is not a device (auto, cpu, cuda, cuda:N)")
+        else:
+            if parsed.type == "cuda" and not torch.cuda.is_available():
+                problems.append(f"run.device={device!r} but CUDA is not available here (use run.device=cpu or auto)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return warnings_

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .config import load_config, save_config
+from .config import load_config, save_config, validate_config
 
 # (key, table label, shipped config, how the stage is initialised from the previous one)
 STAGES = (
@@ -77,11 +77,27 @@ def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int
         raise GclreidError(f"demo: overrides for unknown stage(s) {sorted(bad)}; expected some of {list(STAGE_KEYS)}")
 
     out = Path(out)
+    data_dir = out / "data"
+    common = [f"data.root={data_dir}", f"run.seed={seed}", f"run.device={device}", f"data.workers={workers}"]
+    # Every stage's config is built and checked before any work (an unknown key in --set, a bad value).
+    stage_cfgs = {}
+    previous = None
+    for key, _label, config_name, init_key in STAGES:
+        if key not in wanted:
+            break
+        run_dir = out / key
+        stage_overrides = common + [f"run.out={run_dir}"]
+        if init_key:
+            stage_overrides.append(f"{init_key}={previous}")
+        try:
+            stage_cfgs[key] = load_config(config_name, stage_overrides + list((overrides or {}).get(key, [])))
+            validate_config(stage_cfgs[key])
+        except GclreidError as exc:
+            raise GclreidError(f"{key} (configs/{config_name}): {exc}") from None
+        previous = run_dir / "last.pt"
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    data_dir = out / "data"
     synth = ensure_synthreid(data_dir, seed, workers, progress, **(synth_overrides or {}))
-    common = [f"data.root={data_dir}", f"run.seed={seed}", f"run.device={device}", f"data.workers={workers}"]
     cfg = load_config("data_synthreid.yaml", common + [f"run.out={out}"])
     save_config(cfg, out / "config.yaml")
     dataset = build_dataset(cfg.data.name, cfg.data.root, **cfg.data.options)
@@ -100,17 +116,14 @@ def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int
     rows.append(_row("untrained encoder", result, time.time() - t))
     save()
 
-    previous = None
     for key, label, config_name, init_key in STAGES:
         if key not in wanted:
             break
         run_dir = out / key
-        stage_overrides = common + [f"run.out={run_dir}"]
-        if init_key:
-            stage_overrides.append(f"{init_key}={previous}")
-        stage_cfg = load_config(config_name, stage_overrides + list((overrides or {}).get(key, [])))
         t = time.time()
-        record = train(stage_cfg, dataset=dataset, progress=progress)
+        # The demo re-runs its stages: a stage folder from an earlier demo is replaced (once the new
+        # stage has its first checkpoint), as `gclreid train --overwrite` does.
+        record = train(stage_cfgs[key], dataset=dataset, progress=progress, overwrite=True)
         rows.append(_row(label, record["eval"], time.time() - t, record.get("generation")))
         results["runs"][key] = {"config": config_name, "out": str(run_dir), "clusters": record.get("clusters", {})}
         previous = run_dir / "last.pt"

@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import GclreidError
 
 # Module names under gclreid.cli, in the order they appear in --help.
-COMMANDS: list = ["demo", "synth", "datasets", "train", "evaluate", "embed", "search", "export", "fid", "generate", "summary", "structures", "weights"]
+COMMANDS: list = ["demo", "synth", "datasets", "train", "evaluate", "embed", "search", "export", "fid", "generate", "summary", "plot", "structures", "weights"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from .common import add_config_arguments, config_from_args
 
@@ -14,23 +15,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train with the method named by train.method. Each epoch: pseudo labels (unsupervised "
                     "methods) → training → evaluation → checkpoint <run.out>/last.pt. Writes config.yaml, "
                     "metrics.jsonl, results.json and TensorBoard scalars in run.out. dgnet first trains its "
-                    "teacher (a supervised run) into <run.out>/teacher/ unless dgnet.teacher names one.",
+                    "teacher (a supervised run) into <run.out>/teacher/ unless dgnet.teacher names one. "
+                    "A run.out that already holds a run (last.pt, metrics.jsonl or results.json) is refused "
+                    "unless --resume continues it or --overwrite replaces it (docs/safety.md).",
         epilog="examples:\n  gclreid train --config configs/tmp_synthreid.yaml\n"
                "  gclreid train --config configs/dgnet_synthreid.yaml   # teacher, then DG-Net\n"
                "  gclreid train --config configs/cluster_contrast_market1501.yaml data.root=/data run.out=runs/cc\n"
-               "  gclreid train --config configs/tmp_synthreid.yaml --resume   # continue from run.out/last.pt",
+               "  gclreid train --config configs/tmp_synthreid.yaml --resume   # continue from run.out/last.pt\n"
+               "  gclreid train --config configs/tmp_synthreid.yaml --resume train.epochs=400   # train longer\n"
+               "  gclreid train --config configs/tmp_synthreid.yaml --resume --allow-changes optim.lr=0.1\n"
+               "  gclreid train --config configs/tmp_synthreid.yaml --overwrite   # start the run over",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                   help="resume from CHECKPOINT, or from <run.out>/last.pt when no path is given")
+    p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
+                   help="resume from CHECKPOINT, or from <run.out>/last.pt when no path is given (an error "
+                        "when there is none)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in a run.out that already holds one; its files are replaced once the "
+                        "new run writes its first checkpoint")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="with --resume: continue with settings that differ from the checkpoint's (applied, "
+                        "optimiser settings included, and recorded in config_history.jsonl); without it such "
+                        "a resume is refused with the differing keys listed")
     add_config_arguments(p)
     p.set_defaults(func=run)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("gclreid").warning("warning: %s", str(message).replace("\n", " "))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.loop import train
+    from ..errors import GclreidError
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    if args.allow_changes and not args.resume:
+        raise GclreidError("--allow-changes applies to a resumed run; add --resume (or drop --allow-changes)")
     cfg = config_from_args(args)
-    record = train(cfg, resume=args.resume)
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning  # dataset count warnings and the like: one log line each
+        record = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
     ev = record.get("eval")
     if ev:
         print(f"final: mAP {100 * ev['mAP']:.2f}%  rank-1 {100 * ev['rank1']:.2f}%  (run folder {cfg.run.out})")

@@ -21,8 +21,9 @@ class BadImageWarning(UserWarning):
 def load_image(path: os.PathLike) -> Image.Image:
     """Decode an image file fully and return it as RGB.
 
-    Raises :class:`DatasetError` when the file is missing and :class:`ImageDecodeError` (a
-    DatasetError) when it exists but does not decode (corrupt, truncated, not an image).
+    Raises :class:`DatasetError` when the file is missing or cannot be read (permission denied, a
+    folder) and :class:`ImageDecodeError` (a DatasetError) when it exists but does not decode (corrupt,
+    truncated, not an image).
     """
     try:
         with open(path, "rb") as handle:
@@ -31,6 +32,11 @@ def load_image(path: os.PathLike) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise DatasetError(f"image file {os.fspath(path)} does not exist") from None
+    except IsADirectoryError:
+        raise DatasetError(f"image file {os.fspath(path)} is a folder, not an image") from None
+    except PermissionError as exc:
+        raise DatasetError(f"image file {os.fspath(path)} cannot be read: permission denied "
+                           f"({exc.strerror or exc})") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(f"image {os.fspath(path)} does not decode: {exc}") from None
 

@@ -138,12 +138,14 @@ class ReIDDataset:
 
 def warn_if_counts_differ(name: str, where: str, splits: Mapping[str, Sequence[ImageRecord]],
                           published: Mapping[str, Tuple[int, Optional[int]]]) -> None:
-    """Warn (not fail) for each split whose images/identities differ from the published release."""
+    """Warn (not fail) once, in one line, listing each split whose images/identities differ from the
+    published release."""
+    differences = []
     for split, (images, ids) in published.items():
         got = split_stats(splits[split])
         if got["images"] != images:
-            warnings.warn(f"{name} at {where}: the {split} split has {got['images']} images, the published "
-                          f"release has {images}", DatasetCountWarning, stacklevel=2)
+            differences.append(f"the {split} split has {got['images']} images, the published release has {images}")
         if ids is not None and got["ids"] != ids:
-            warnings.warn(f"{name} at {where}: the {split} split has {got['ids']} identities, the published "
-                          f"release has {ids}", DatasetCountWarning, stacklevel=2)
+            differences.append(f"the {split} split has {got['ids']} identities, the published release has {ids}")
+    if differences:
+        warnings.warn(f"{name} at {where}: " + "; ".join(differences), DatasetCountWarning, stacklevel=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import ConfigError
 from ..losses import ClusterMemory
 from .common import forward_chunks
 from .data import labelled_loader
@@ -19,8 +20,9 @@ class ClusterContrast(PseudoLabelMethod):
         stats = super().start_epoch(epoch)
         num_clusters = int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
         if num_clusters < 2:
-            raise RuntimeError(f"epoch {epoch}: clustering found {num_clusters} clusters; cluster contrast needs at "
-                               "least 2 (try a larger cluster.eps or a better-initialised encoder)")
+            raise ConfigError(f"epoch {epoch + 1}: clustering found {num_clusters} clusters; cluster contrast needs "
+                              "at least 2 (try a larger cluster.eps, cluster.instance_epochs > 0 or a better-initialised "
+                              "encoder)")
         t = self.cfg.train
         self.memory = ClusterMemory(self.features.shape[1], num_clusters, t.temperature, t.memory_momentum)
         self.memory.to(self.device).initialise(self.features.to(self.device),

@@ -111,11 +111,21 @@ class GCL(Method):
 
     # -- set-up ---------------------------------------------------------------------------------------
     def _load_init(self, path: str) -> None:
+        """Identity encoder, generator and discriminator from a GCL run (stage 2 or 3): all three must be
+        there, so that nothing is left at its random initialisation without a word."""
         payload = read_checkpoint(path)
         found = [name for name in self.models if name in payload["models"]]
         if not found:
             raise CheckpointError(f"gcl.init={path} holds none of {sorted(self.models)} (it has "
                                   f"{sorted(payload['models'])})")
+        method = ((payload.get("config") or {}).get("train") or {}).get("method")
+        missing = [name for name in self.models if name not in payload["models"]]
+        if missing or (method and method != "gcl"):
+            written = f"was written by method {method!r} and " if method else ""
+            raise CheckpointError(
+                f"gcl.init={path} {written}holds {sorted(payload['models'])}; it must be a GCL run (stage 2 or 3) with "
+                f"{', '.join(self.models)}, or {', '.join(missing) or 'its networks'} would stay random. To start "
+                "the generator from a stage-1 / supervised encoder, run gcl.stage=2 with train.init=<that last.pt>")
         for name in found:
             load_model_state(self.models[name], payload["models"][name], source=f"model {name!r} in {path}")
         log.info("loaded %s from %s", ", ".join(found), path)

@@ -7,9 +7,11 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
+
+from ..errors import TrainingDivergedError
 
 log = logging.getLogger("gclreid")
 
@@ -20,14 +22,16 @@ def _fmt_seconds(s: float) -> str:
 
 
 class RunLogger:
-    def __init__(self, out: Path, enable_tensorboard: bool = True):
+    def __init__(self, out: Path, enable_tensorboard: bool = True, purge_step: Optional[int] = None):
+        """`purge_step`: on resume, the iteration of the checkpoint; TensorBoard then hides the events a
+        killed run wrote after it."""
         self.out = Path(out)
         self.metrics_path = self.out / "metrics.jsonl"
         self.writer = None
         if enable_tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(self.out / "tensorboard"))
+                self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge_step)
             except ImportError as exc:  # tensorboard is a dependency; keep training if it is broken
                 log.warning("TensorBoard logging disabled: %s", exc)
         self._sums: Dict[str, torch.Tensor] = {}
@@ -52,8 +56,7 @@ class RunLogger:
         self._sums, self._count = {}, 0
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
-            raise FloatingPointError(f"loss {', '.join(bad)} became {means[bad[0]]}; training diverged "
-                                     "(lower optim.lr, set train.max_grad_norm, or check the input data)")
+            raise TrainingDivergedError(f"loss {', '.join(bad)} became {means[bad[0]]}")
         return means
 
     def progress(self, epoch: int, epochs: int, it: int, iters: int, step: int, losses: Dict[str, float],
@@ -67,10 +70,15 @@ class RunLogger:
                  lr, rate, _fmt_seconds(eta) if math.isfinite(eta) else "?")
         self.scalars({**losses, "lr": lr}, step, prefix="train/")
 
-    def epoch_record(self, record: Dict) -> None:
+    def epoch_record(self, record: Dict, replace: bool = False) -> None:
+        """Append the epoch's record to metrics.jsonl (`replace`: start the file anew with it, atomically)."""
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if replace:
+            from .runfolder import write_text_atomic
+            write_text_atomic(self.metrics_path, json.dumps(record) + "\n")
+        else:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
         step = record.get("epoch", 0)
         # Every dict-valued entry (clusters, eval, a method's end_epoch extras such as GCL's
         # `generation`) becomes scalars `<key>/<name>`, nested dicts `<key>/<name>/<sub>`. Epoch losses
@@ -81,7 +89,11 @@ class RunLogger:
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except OSError as exc:  # e.g. disk full: the run's own error says it; do not stack a second one
+                log.warning("TensorBoard events could not be flushed: %s", exc.strerror or exc)
 
 
 def flatten_scalars(values: Dict, prefix: str = "") -> Dict[str, float]:
@@ -104,4 +116,5 @@ def trim_metrics(path: Path, keep_epochs: int) -> None:
     """On resume, drop records of epochs after the checkpoint so metrics.jsonl has no duplicates."""
     records = [r for r in read_metrics(path) if r.get("epoch", 0) <= keep_epochs]
     if Path(path).is_file():
-        Path(path).write_text("".join(json.dumps(r) + "\n" for r in records))
+        from .runfolder import write_text_atomic
+        write_text_atomic(Path(path), "".join(json.dumps(r) + "\n" for r in records))

@@ -5,24 +5,35 @@ Each epoch: ``method.start_epoch`` (pseudo labels, memories) → ``method.step``
 dataset has a query/gallery split) → checkpoint (``<run.out>/last.pt``, atomically). Resuming
 from ``last.pt`` restores models, optimisers, method state, epoch and RNG states, so a resumed
 run continues exactly as the uninterrupted one would (CPU, same seed, deterministic mode).
+
+What a run may do with its folder (refuse an existing run, resume rules, config history) is
+:mod:`gclreid.engine.runfolder`; a loss that is not finite or exploding weights stop the run with a
+:class:`~gclreid.errors.TrainingDivergedError` before anything is saved, so ``last.pt`` stays the
+last good checkpoint.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from ..config import save_config, to_dict
-from ..errors import CheckpointError
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..config import save_config, to_dict, validate_config
+from ..errors import RunFolderError, TrainingDivergedError
 from ..runtime import resolve_device, seed_everything, set_rng_state
-from .logger import RunLogger, trim_metrics
+from .logger import RunLogger, read_metrics, trim_metrics
 from .method import build_method
 from .optim import apply_lr_schedule
+from .plots import write_training_plot
+from .runfolder import (FREE_ON_RESUME, HISTORY, RunLock, after_checkpoint, apply_hyperparameters,
+                        clean_stale_temp_files, describe, iter_parameters, optimizer_hyperparameters,
+                        os_error_message, plan_run, write_text_atomic)
 
 log = logging.getLogger("gclreid")
 
@@ -37,44 +48,84 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True) -> Dict[str, Any]:
+def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True, *, overwrite: bool = False,
+          allow_changes: bool = False) -> Dict[str, Any]:
     """Train cfg.train.method; return the final record (last epoch's clusters and evaluation).
 
-    `resume`: a checkpoint path, or "auto" for ``<run.out>/last.pt`` (starting fresh when absent).
+    `resume`: a checkpoint path, ``"last"`` for ``<run.out>/last.pt`` (an error when it does not
+    exist; what ``gclreid train --resume`` does), or ``"auto"`` for ``<run.out>/last.pt`` when it
+    exists and a new run (with a warning in the log) when it does not.
+    `overwrite`: a new run may replace the run that ``run.out`` already holds (its record stays until
+    this run's first checkpoint is written). `allow_changes`: a resume may change settings other than
+    :data:`~gclreid.engine.runfolder.FREE_ON_RESUME`; they are applied (optimiser settings included) and
+    recorded in ``config_history.jsonl``. Config values are checked before any work
+    (:func:`~gclreid.config.validate_config`); run-folder rules: docs/safety.md.
     """
+    for warning in validate_config(cfg):
+        log.warning("%s", warning)
+    device = resolve_device(cfg.run.device)
+    plan = plan_run(cfg, resume, overwrite, allow_changes, map_location=device)  # refusals before any work
+    out = plan.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(os_error_message(exc, f"run folder {out}")) from None
+    lock = RunLock(out).acquire()
+    try:
+        return _train(cfg, plan, dataset, progress, device)
+    except OSError as exc:
+        if exc.errno in _WRITE_ERRNOS:  # disk full, permission denied …: one line, not a traceback
+            raise RunFolderError(f"training stopped: {os_error_message(exc, 'a file')}") from None
+        raise
+    finally:
+        lock.release()
+
+
+# errno values that mean "the run cannot write here" rather than a bug.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
     from ..data import dataset_from_config
     from ..evaluation.pipeline import evaluate_model
 
-    out = Path(cfg.run.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = plan.out
+    ckpt_path = out / "last.pt"
+    clean_stale_temp_files(out)
+    if not plan.resuming and not plan.replace_previous:
+        save_config(cfg, out / "config.yaml")  # the folder holds no run: nothing to keep consistent with
     seed_everything(cfg.run.seed, cfg.run.deterministic)
-    device = resolve_device(cfg.run.device)
     # data.val_identities > 0: query/gallery are the validation split carved out of the training identities.
     dataset = dataset if dataset is not None else dataset_from_config(cfg.data, for_training=True)
     method = build_method(cfg, dataset, device)
 
     start_epoch, step = 0, 0
-    ckpt_path = out / "last.pt"
-    if resume == "auto":
-        resume = str(ckpt_path) if ckpt_path.is_file() else None
-    if resume:
-        payload = read_checkpoint(resume, map_location=device)
-        saved_method = payload.get("config", {}).get("train", {}).get("method")
-        if saved_method and saved_method != cfg.train.method:
-            raise CheckpointError(f"{resume} was written by method {saved_method!r}, not {cfg.train.method!r}")
-        load_checkpoint(resume, models=method.models, optimizers=method.optimizers, payload=payload)
+    if plan.resuming:
+        payload = plan.payload
+        fresh = optimizer_hyperparameters(method.optimizers)
+        load_checkpoint(plan.resume_from, models=method.models, optimizers=method.optimizers, payload=payload)
         method.load_state(payload["extra"])
         start_epoch, step = payload["epoch"], payload["iteration"]
         if payload.get("rng"):
             set_rng_state(payload["rng"])
-        trim_metrics(out / "metrics.jsonl", start_epoch)
-        log.info("resumed from %s after epoch %d", resume, start_epoch)
-    elif (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run in an old folder starts a fresh record
-    save_config(cfg, out / "config.yaml")
+        if plan.same_run:
+            trim_metrics(out / "metrics.jsonl", start_epoch)
+        log.info("resumed from %s after epoch %d (iteration %d)", plan.resume_from, start_epoch, step)
+        if plan.changes:
+            log.warning("resumed with changed settings from epoch %d on: %s (recorded in %s)", start_epoch + 1,
+                        describe(plan.changes), HISTORY)
+        if any(k not in FREE_ON_RESUME for k in plan.changes):
+            applied = apply_hyperparameters(method.optimizers, fresh)
+            if applied:
+                log.warning("optimiser settings now: %s", "; ".join(applied))
 
     epochs = cfg.train.epochs
-    logger = RunLogger(out)
+    if start_epoch >= epochs:
+        log.warning("the checkpoint %s is already at epoch %d of train.epochs=%d: nothing to train (raise "
+                    "train.epochs to continue)", plan.resume_from, start_epoch, epochs)
+        records = read_metrics(out / "metrics.jsonl")
+        return records[-1] if records else {}
+    logger = RunLogger(out, purge_step=step if plan.same_run else None)
     evaluable = bool(dataset.query) and bool(dataset.gallery)
     # Taken from the dataset, not the config, so a dataset passed in (DG-Net's teacher) is labelled right.
     validation = getattr(dataset, "validation", None)
@@ -91,6 +142,9 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
         log.info("evaluating during training on the dataset's query/gallery (test) split")
     record: Dict[str, Any] = {}
     started, done_before = time.time(), step
+    # The last good checkpoint and its epoch (for the message when training diverges).
+    good = (plan.resume_from, start_epoch) if plan.resuming else (None, None)
+    epoch = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
             for m in method.models.values():
@@ -112,9 +166,11 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
                 step += 1
                 if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
                     losses = logger.flush_losses()
+                    check_weights(method.models, cfg.train.max_weight_norm)
                     epoch_losses = losses
                     if progress:
                         logger.progress(epoch, epochs, it + 1, iters, step, losses, lr, started, done_before, total_steps)
+            check_weights(method.models, cfg.train.max_weight_norm)  # never evaluate or save diverged weights
             extra = method.end_epoch(epoch)
             record = {"epoch": epoch + 1, "iterations": iters, "losses": epoch_losses, "clusters": cluster_stats, **extra}
             last = epoch + 1 == epochs
@@ -127,11 +183,72 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
             if any(k == "eval" or k.startswith("eval_") for k in record):  # also DG-Net's eval_prim, eval_teacher …
                 record["eval_split"] = eval_split
             record = _jsonable(record)
-            logger.epoch_record(record)
-            save_checkpoint(ckpt_path, models=method.models, optimizers=method.optimizers, extra=method.state(),
-                            epoch=epoch + 1, iteration=step, config=to_dict(cfg))
+            _save_epoch(plan, cfg, method, logger, record, ckpt_path, epoch + 1, step)
+            good = (ckpt_path, epoch + 1)
+            write_training_plot(out)  # curves.png from metrics.jsonl; never raises
+    except TrainingDivergedError as exc:
+        raise TrainingDivergedError(_diverged_message(exc, plan, cfg, good, epoch, epochs, step)) from None
     finally:
         logger.close()
     if record:
-        (out / "results.json").write_text(json.dumps(record, indent=2))
+        write_text_atomic(out / "results.json", json.dumps(record, indent=2))
     return record
+
+
+def _save_epoch(plan, cfg, method, logger, record, ckpt_path: Path, epoch: int, step: int) -> None:
+    """metrics.jsonl line + checkpoint + config record. The metrics line goes first (a resume drops lines
+    past its checkpoint), except for the first checkpoint of a run that replaces another: then the old
+    record stays until the new checkpoint exists."""
+    def save() -> None:
+        try:
+            save_checkpoint(ckpt_path, models=method.models, optimizers=method.optimizers, extra=method.state(),
+                            epoch=epoch, iteration=step, config=to_dict(cfg))
+        except OSError as exc:
+            kept = " (the previous checkpoint is unchanged)" if ckpt_path.is_file() else ""
+            raise RunFolderError(os_error_message(exc, f"checkpoint {ckpt_path}") + kept) from None
+
+    try:
+        if plan.pending_record and plan.replace_previous:
+            save()
+            logger.epoch_record(record, replace=True)
+        else:
+            logger.epoch_record(record)
+            save()
+        after_checkpoint(plan, cfg)
+    except OSError as exc:
+        raise RunFolderError(os_error_message(exc, f"the run record in {plan.out}")) from None
+
+
+def check_weights(models: Dict[str, Any], max_norm: float) -> None:
+    """Raise TrainingDivergedError when a parameter is not finite or (max_norm > 0) its L2 norm exceeds
+    max_norm: exploding weights are divergence even while the losses still look finite. One device
+    synchronisation for all parameters."""
+    import torch
+    named = [(name, p) for name, p in iter_parameters(models)]
+    if not named:
+        return
+    norms = torch.stack([torch.linalg.vector_norm(p.detach().float()) for _, p in named])
+    bad = ~torch.isfinite(norms)
+    if max_norm > 0:
+        bad |= norms > max_norm
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        value = float(norms[i])
+        what = "is not finite" if not math.isfinite(value) else f"has norm {value:.3g} > train.max_weight_norm={max_norm:g}"
+        raise TrainingDivergedError(f"the weights exploded: parameter {named[i][0]} {what}")
+
+
+def _diverged_message(exc: Exception, plan, cfg, good, epoch: int, epochs: int, step: int) -> str:
+    where = f"training diverged in epoch {epoch + 1}/{epochs} (iteration {step}): {exc}"
+    lr = cfg.optim.lr
+    path, saved_epoch = good
+    if path is not None:
+        resume = "--resume" if Path(path).resolve() == (plan.out / "last.pt").resolve() else f"--resume {path}"
+        keep = (f"nothing was saved after epoch {saved_epoch}: {path} is the last good checkpoint; continue it "
+                f"with other settings, e.g. `gclreid train --config … {resume} --allow-changes optim.lr={lr / 10:g}` "
+                "(or train.max_grad_norm=5)")
+    else:
+        previous = " (the run that was in the folder is unchanged)" if plan.replace_previous else ""
+        keep = (f"no checkpoint was written{previous}; start again with other settings, e.g. optim.lr={lr / 10:g} or "
+                "train.max_grad_norm=5, or check the input data")
+    return f"{where}; {keep}"

@@ -100,8 +100,13 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
         distmat = re_ranking(qf, gf, k1=eval_cfg.k1, k2=eval_cfg.k2, lambda_value=eval_cfg.lambda_value)
     else:
         distmat = pairwise_distance(qf, gf)
+    # A query image that is also in the gallery never counts as its own match (camera-free data: the
+    # only exclusion; with cameras it is same-camera junk anyway).
+    column = {r.path: j for j, r in enumerate(g_records)}
+    same_image = [column.get(r.path, -1) for r in q_records]
     result = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids,
-                              max_rank=eval_cfg.max_rank, query_chunk=eval_cfg.query_chunk)
+                              max_rank=eval_cfg.max_rank, query_chunk=eval_cfg.query_chunk,
+                              query_gallery_index=same_image)
     result.update(num_query_images=int(len(qf)), num_gallery_images=int(len(gf)),
                   feature_dim=int(qf.shape[1]), flip=bool(eval_cfg.flip), rerank=bool(eval_cfg.rerank))
     if return_details:

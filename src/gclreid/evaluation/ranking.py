@@ -6,6 +6,11 @@ for each query, gallery entries with the query's identity *and* camera are remov
 positive is skipped and counted. Gallery entries at equal distance are ordered by gallery index
 (lower index first), i.e. the order of a stable ascending sort.
 
+Without cameras (camids ``None``, or a negative camid = unknown camera, as the ``folder`` reader gives
+for images without one) there is no same-camera exclusion for those entries: an unknown camera is never
+"the same camera". Only the query image itself is excluded when it is also in the gallery
+(``query_gallery_index``), so every other image of the query's identity is a positive.
+
 How it is computed without sorting every row. Only the ranks of the query's same-identity gallery
 entries matter (positives and junk; a handful per query). For a chunk of queries we gather those
 entries' distances into a small sorted matrix ``S`` (queries × m), find for *every* gallery entry
@@ -35,7 +40,8 @@ __all__ = ["evaluate_ranking", "evaluate_features"]
 def evaluate_ranking(distmat: ArrayLike, query_pids: ArrayLike, gallery_pids: ArrayLike,
                      query_camids: Optional[ArrayLike], gallery_camids: Optional[ArrayLike],
                      max_rank: int = 50, query_chunk: int = 1024,
-                     return_per_query: bool = False) -> Dict[str, Any]:
+                     return_per_query: bool = False,
+                     query_gallery_index: Optional[ArrayLike] = None) -> Dict[str, Any]:
     """mAP, CMC and mINP of a query × gallery distance matrix (smaller distance = more similar).
 
     Args:
@@ -45,11 +51,15 @@ def evaluate_ranking(distmat: ArrayLike, query_pids: ArrayLike, gallery_pids: Ar
         query_pids, gallery_pids: identity labels (ints or strings), one per row / column.
         query_camids, gallery_camids: camera labels. Pass ``None`` for both when the data has no camera
             information: then nothing is excluded and every same-identity gallery entry is a positive.
+            A negative integer camid means "camera unknown" for that entry: it is never the same
+            camera as any other entry (no same-camera exclusion).
         max_rank: length of the returned CMC curve.
         query_chunk: queries processed at once; peak extra memory is at most about
             ``query_chunk × num_gallery × 22`` bytes (much less for a reasonable model).
         return_per_query: also return per-query ``ap``, ``inp`` (NaN when skipped),
             ``first_match_rank`` (0 when skipped) and ``valid`` arrays.
+        query_gallery_index: optional, per query the gallery column holding the same image (-1: not in
+            the gallery); that entry is junk for its query (a query never matches itself).
 
     Returns:
         ``mAP`` and ``mINP`` (floats in [0, 1], means over the valid queries), ``cmc`` (float64 array
@@ -66,13 +76,15 @@ def evaluate_ranking(distmat: ArrayLike, query_pids: ArrayLike, gallery_pids: Ar
     num_q, num_g = dist.shape
     q_pids, q_cams, ranker = _prepare(query_pids, gallery_pids, query_camids, gallery_camids, num_q, num_g,
                                       max_rank, query_chunk, dist.device)
+    q_self = _self_index(query_gallery_index, num_q, num_g)
     parts = []
     for i in range(0, num_q, int(query_chunk)):
         chunk = dist[i:i + int(query_chunk)]
         if torch.isnan(torch.aminmax(chunk).max):  # aminmax propagates NaN; cheaper than isnan().any()
             raise ValueError(f"distmat contains {int(torch.isnan(dist).sum())} NaN values; distances must "
                              "be comparable numbers")
-        parts.append(ranker.rank_chunk(chunk, q_pids[i:i + int(query_chunk)], q_cams[i:i + int(query_chunk)]))
+        parts.append(ranker.rank_chunk(chunk, q_pids[i:i + int(query_chunk)], q_cams[i:i + int(query_chunk)],
+                                       q_self[i:i + int(query_chunk)]))
     return _summarise(parts, num_q, int(max_rank), return_per_query)
 
 
@@ -80,7 +92,8 @@ def evaluate_ranking(distmat: ArrayLike, query_pids: ArrayLike, gallery_pids: Ar
 def evaluate_features(query_features: ArrayLike, gallery_features: ArrayLike, query_pids: ArrayLike,
                       gallery_pids: ArrayLike, query_camids: Optional[ArrayLike],
                       gallery_camids: Optional[ArrayLike], metric: str = "euclidean", max_rank: int = 50,
-                      query_chunk: int = 1024, return_per_query: bool = False) -> Dict[str, Any]:
+                      query_chunk: int = 1024, return_per_query: bool = False,
+                      query_gallery_index: Optional[ArrayLike] = None) -> Dict[str, Any]:
     """Like :func:`evaluate_ranking`, but from features: distances are computed one query chunk at a
     time and never held in full, so memory stays at ``query_chunk × num_gallery`` even for MSMT17-sized
     galleries. ``metric`` is as in :func:`pairwise_distance`. Results are identical to
@@ -94,12 +107,14 @@ def evaluate_features(query_features: ArrayLike, gallery_features: ArrayLike, qu
     num_q, num_g = qf.shape[0], gf.shape[0]
     q_pids, q_cams, ranker = _prepare(query_pids, gallery_pids, query_camids, gallery_camids, num_q, num_g,
                                       max_rank, query_chunk, qf.device)
+    q_self = _self_index(query_gallery_index, num_q, num_g)
     parts = []
     for i in range(0, num_q, int(query_chunk)):
         chunk = pairwise_distance(qf[i:i + int(query_chunk)], gf, metric=metric, chunk=int(query_chunk))
         if torch.isnan(torch.aminmax(chunk).max):
             raise ValueError("the features give NaN distances (values too large for the dtype?)")
-        parts.append(ranker.rank_chunk(chunk, q_pids[i:i + int(query_chunk)], q_cams[i:i + int(query_chunk)]))
+        parts.append(ranker.rank_chunk(chunk, q_pids[i:i + int(query_chunk)], q_cams[i:i + int(query_chunk)],
+                                       q_self[i:i + int(query_chunk)]))
     return _summarise(parts, num_q, int(max_rank), return_per_query)
 
 
@@ -154,7 +169,23 @@ def _encode_cameras(query_camids: Optional[ArrayLike], gallery_camids: Optional[
     if query_camids is None:
         # Distinct codes for queries (-1) and gallery (0..): nothing is ever "same camera".
         return torch.full((num_q,), -1, dtype=torch.int64), torch.zeros(num_g, dtype=torch.int64)
-    return _encode_pair(query_camids, gallery_camids, "query_camids", "gallery_camids", num_q, num_g)
+    q_codes, g_codes = _encode_pair(query_camids, gallery_camids, "query_camids", "gallery_camids", num_q, num_g)
+    # A negative camid is an unknown camera: never the same camera as anything (-1 query, -2 gallery).
+    for values, codes, unknown in ((query_camids, q_codes, -1), (gallery_camids, g_codes, -2)):
+        arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        if arr.dtype.kind in "iuf" and arr.size:
+            codes[torch.from_numpy(np.asarray(arr < 0).reshape(-1))] = unknown
+    return q_codes, g_codes
+
+
+def _self_index(query_gallery_index: Optional[ArrayLike], num_q: int, num_g: int) -> torch.Tensor:
+    """Per query the gallery column of the same image, or -1 (None: nothing is the query itself)."""
+    if query_gallery_index is None:
+        return torch.full((num_q,), -1, dtype=torch.int64)
+    arr = _labels(query_gallery_index, "query_gallery_index", num_q, "queries (distmat rows)").astype(np.int64)
+    if ((arr < -1) | (arr >= num_g)).any():
+        raise ValueError(f"query_gallery_index must hold gallery columns in [0, {num_g}) or -1")
+    return torch.from_numpy(arr)
 
 
 def _prepare(query_pids, gallery_pids, query_camids, gallery_camids, num_q: int, num_g: int,
@@ -192,8 +223,10 @@ class _Ranker:
         self.order = order.to(device)
         self.g_cams = g_cams.to(device)
 
-    def rank_chunk(self, dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Per-query AP, INP, first-match rank and validity for one chunk of query rows."""
+    def rank_chunk(self, dist: torch.Tensor, q_pids: torch.Tensor, q_cams: torch.Tensor,
+                   q_self: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Per-query AP, INP, first-match rank and validity for one chunk of query rows (`q_self`: the
+        gallery column of each query's own image, -1 when it is not in the gallery)."""
         dev, num_g = self.device, self.num_g
         dist = dist.to(dev).contiguous()
         start = torch.searchsorted(self.sorted_pids, q_pids, side="left")
@@ -211,6 +244,8 @@ class _Ranker:
         s_dist, perm = torch.sort(s_dist, dim=1, stable=True)
         s_idx, real = s_idx.gather(1, perm), real.gather(1, perm)
         junk = real & (self.g_cams[s_idx.clamp(max=num_g - 1)] == q_cams[:, None])
+        if q_self is not None:
+            junk |= real & (s_idx == q_self.to(dev)[:, None])
         positive = real & ~junk
 
         # rank_all[b, k]: 1-based rank of S[b, k] in the whole (unfiltered) gallery.
@@ -313,7 +348,8 @@ def _summarise(parts, num_q: int, max_rank: int, return_per_query: bool) -> Dict
     num_valid = int(valid.sum())
     if num_valid == 0:
         raise ValueError(f"none of the {num_q} queries has a valid match in the gallery (an entry with "
-                         "the same identity, not from the query's camera); check the pids/camids passed")
+                         "the same identity, not from the query's camera and not the query image itself); check "
+                         "the pids/camids passed")
     hits = np.bincount(np.minimum(first[valid], max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
     result: Dict[str, Any] = {
         "mAP": float(ap[valid].mean()),

@@ -113,10 +113,12 @@ def save_ranked_list(query: RankedImage, gallery: Sequence[RankedImage], path: o
 def rank_status(query_pid, query_camid, gallery_pid, gallery_camid) -> str:
     """``match``, ``junk`` or ``false`` for one gallery entry, as the evaluation protocol sees it
     (:func:`gclreid.evaluation.evaluate_ranking`): same identity and camera is junk (left out of the
-    ranking), same identity from another camera a true match, anything else (distractors too) false."""
+    ranking), same identity from another camera a true match, anything else (distractors too) false.
+    A negative camid is an unknown camera, never the same camera as another entry."""
     if gallery_pid != query_pid:
         return "false"
-    return "junk" if gallery_camid == query_camid else "match"
+    unknown = isinstance(query_camid, (int, float)) and query_camid < 0
+    return "junk" if gallery_camid == query_camid and not unknown else "match"
 
 
 def save_ranked_queries(distmat, query_records: Sequence, gallery_records: Sequence, out: os.PathLike,
@@ -148,7 +150,7 @@ def save_ranked_queries(distmat, query_records: Sequence, gallery_records: Seque
         for rank, gi in enumerate(order, 1):
             g = gallery_records[int(gi)]
             ranked.append({"rank": rank, "path": g.path, "pid": int(g.pid), "camid": int(g.camid),
-                           "distance": float(row[gi]), "status": rank_status(q.pid, q.camid, g.pid, g.camid)})
+                           "distance": float(row[gi]), "status": "junk" if g.path == q.path else rank_status(q.pid, q.camid, g.pid, g.camid)})
         stem = Path(q.relpath).stem.replace(os.sep, "_")
         name = f"q{qi:05d}_{stem}.png"
         save_ranked_list(
