@@ -8,3 +8,5 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+from .progress import disable_logging, enable_logging  # noqa: E402  (no torch import)

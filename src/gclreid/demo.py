@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -112,7 +113,9 @@ def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int
     t = time.time()
     seed_everything(cfg.run.seed)
     encoder = build_identity_encoder(cfg.model)
-    result = evaluate_model(encoder, dataset, cfg.data, cfg.eval, resolve_device(cfg.run.device), progress=False)
+    result = evaluate_model(encoder, dataset, cfg.data, cfg.eval, resolve_device(cfg.run.device),
+                            progress=logging.getLogger("gclreid") if progress else False,
+                            desc="untrained encoder eval")
     rows.append(_row("untrained encoder", result, time.time() - t))
     save()
 

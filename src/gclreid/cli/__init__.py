@@ -4,7 +4,9 @@ arguments and returning an exit code. Subcommands are thin: they call into the l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import sys
 from typing import List, Optional
 
@@ -34,10 +36,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _logging_on_stderr():
+            return int(args.func(args) or 0)
     except GclreidError as exc:
         print(f"gclreid {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gclreid {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _logging_on_stderr():
+    """gclreid's log lines (training progress, evaluation, warnings) on stderr with a timestamp while a
+    command runs — unless the process already configured logging (the root logger has handlers, e.g. a
+    program calling :func:`main`, or pytest), which then receives them, as with ``logging.basicConfig``."""
+    from ..progress import disable_logging, enable_logging
+    if logging.getLogger().handlers or any(getattr(h, "_gclreid", False) for h in logging.getLogger("gclreid").handlers):
+        yield
+        return
+    enable_logging("INFO")
+    try:
+        yield
+    finally:
+        disable_logging()

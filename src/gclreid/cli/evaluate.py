@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..config import save_config
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = dataset_from_config(cfg.data, for_training=False)
     model.to(device)
 
-    result = evaluate_model(model, dataset, cfg.data, cfg.eval, device, progress=sys.stderr.isatty(),
+    result = evaluate_model(model, dataset, cfg.data, cfg.eval, device, progress=True,
                             return_details=bool(args.visualize))
     if args.visualize:
         result, details = result

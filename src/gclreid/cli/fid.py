@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         extractor = load_fid_inception(args.inception_weights, dims=args.dims)
     result = fid_from_folders(args.real_dir, args.fake_dir, extractor, batch_size=args.batch_size, device=device,
-                              workers=args.workers, progress=sys.stderr.isatty() and not args.json)
+                              workers=args.workers, progress=True)
     if not result["comparable_with_published"]:
         result["note"] = "FID on ReID features: not comparable with published FID numbers"
     elif result["feature_dim"] != 2048:

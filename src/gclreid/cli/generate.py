@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.generate import generate_images
     from ..runtime import resolve_device
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as exc:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import warnings
 
 from .common import add_config_arguments, config_from_args
@@ -47,7 +46,6 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def run(args: argparse.Namespace) -> int:
     from ..engine.loop import train
     from ..errors import GclreidError
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     if args.allow_changes and not args.resume:
         raise GclreidError("--allow-changes applies to a resumed run; add --resume (or drop --allow-changes)")
     cfg = config_from_args(args)

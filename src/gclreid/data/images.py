@@ -1,17 +1,21 @@
 """Image loading that names the file it fails on, and the torch dataset over image records."""
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from ..errors import DatasetError, ImageDecodeError
+from ..progress import Progress
 from .records import ImageRecord
+
+
+_log = logging.getLogger("gclreid")
 
 
 class BadImageWarning(UserWarning):
@@ -41,8 +45,10 @@ def load_image(path: os.PathLike) -> Image.Image:
         raise ImageDecodeError(f"image {os.fspath(path)} does not decode: {exc}") from None
 
 
-def check_images(paths: Sequence[str], workers: Optional[int] = None, progress: bool = False) -> List[Tuple[int, str, str]]:
+def check_images(paths: Sequence[str], workers: Optional[int] = None,
+                 progress: Union[bool, logging.Logger] = False) -> List[Tuple[int, str, str]]:
     """Decode every file; return ``(position, path, reason)`` for those that fail, in input order.
+    `progress`: :class:`gclreid.progress.Progress` on stderr (true) or through a logger.
 
     Threads overlap the decoding (Pillow releases the GIL while decoding)."""
     def probe(item: Tuple[int, str]) -> Optional[Tuple[int, str, str]]:
@@ -54,9 +60,14 @@ def check_images(paths: Sequence[str], workers: Optional[int] = None, progress: 
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(probe, enumerate(paths), chunksize=64)
-        results = tqdm(results, total=len(paths), desc="checking images", unit="img", disable=not progress)
-        return [r for r in results if r is not None]
+        bad = []
+        with Progress(len(paths), desc="checking images", unit="images", enabled=bool(progress),
+                      log=progress if isinstance(progress, logging.Logger) else None) as bar:
+            for r in pool.map(probe, enumerate(paths), chunksize=64):
+                bar.update(1)
+                if r is not None:
+                    bad.append(r)
+        return bad
 
 
 class ImageDataset(Dataset):
@@ -82,7 +93,7 @@ class ImageDataset(Dataset):
         self.skipped: List[Tuple[str, str]] = []
         self.kept_indices = list(range(len(records)))
         if skip_bad_images and records:
-            bad = check_images([r.path for r in records], progress=len(records) >= 5000)
+            bad = check_images([r.path for r in records], progress=_log if len(records) >= 5000 else False)
             if bad:
                 bad_pos = {pos for pos, _, _ in bad}
                 self.kept_indices = [i for i in self.kept_indices if i not in bad_pos]

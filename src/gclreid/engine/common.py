@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..checkpoint import load_model_state, read_checkpoint
 from ..config import ConfigError
 from ..errors import CheckpointError, UnsafeFileError
 from ..models import build_identity_encoder, map_official_eid_state, read_state_dict
+from ..progress import format_seconds
 
 log = logging.getLogger("gclreid")
 
@@ -86,13 +88,15 @@ def running_stats_frozen(module: nn.Module, frozen: bool = True):
                 m.num_batches_tracked.copy_(count)
 
 
-def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.device) -> torch.Tensor:
-    """L2-normalised embeddings of `records` with the test transform (for clustering)."""
+def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.device,
+                   desc: str = "training-set features") -> torch.Tensor:
+    """L2-normalised embeddings of `records` with the test transform (for clustering). Progress lines
+    go to the ``gclreid`` log (shown when logging is on, e.g. ``gclreid train``)."""
     from ..data import ImageDataset, build_loader, build_test_transform
     from ..evaluation import extract_features
     images = ImageDataset(records, build_test_transform(cfg.data))
     loader = build_loader(images, cfg.eval.batch_size, workers=cfg.data.workers)
-    features, _, _ = extract_features(encoder, loader, device, flip=False, progress=False)
+    features, _, _ = extract_features(encoder, loader, device, flip=False, progress=log, desc=desc)
     return features
 
 
@@ -120,7 +124,11 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
     if c.camera_normalize and min(cameras) < 0:
         raise ConfigError("cluster.camera_normalize needs camera ids, but some training images have none "
                           "(camid -1); turn it off for this dataset")
+    log.info("clustering %d training images (k-reciprocal Jaccard distance, k1=%d k2=%d, DBSCAN)", len(features),
+             c.k1, c.k2)
+    started = time.monotonic()
     result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,
                            k1=c.k1, k2=c.k2, outliers=c.outliers, true_ids=pids if known else None,
                            cameras=np.asarray(cameras) if c.camera_normalize else None)
+    log.info("clustering took %s", format_seconds(time.monotonic() - started))
     return np.asarray(result.labels, dtype=np.int64), result.as_dict()

@@ -547,13 +547,14 @@ class DGNet(Method):
                     continue
                 ea.set_test_feature(feature)
                 out[f"eval_{feature}"] = summary(evaluate_model(ea, self.dataset, self.cfg.data, self.cfg.eval,
-                                                                self.device, progress=False))
+                                                                self.device, progress=log, desc=f"eval_{feature}"))
         finally:
             ea.set_test_feature(chosen)
         if d.eval_teacher:
             if self.teacher_eval is None:
                 self.teacher_eval = summary(evaluate_model(self.teacher.encoder, self.dataset, self.cfg.data,
-                                                           self.cfg.eval, self.device, progress=False))
+                                                           self.cfg.eval, self.device, progress=log,
+                                                           desc="eval_teacher"))
             out["eval_teacher"] = self.teacher_eval
         for name, values in out.items():
             log.info("%s: mAP %.2f%%  rank-1 %.2f%%", name, 100 * values["mAP"], 100 * values.get("rank1", 0.0))

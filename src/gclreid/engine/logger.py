@@ -12,13 +12,60 @@ from typing import Dict, Optional
 import torch
 
 from ..errors import TrainingDivergedError
+from ..progress import format_seconds
 
 log = logging.getLogger("gclreid")
 
 
-def _fmt_seconds(s: float) -> str:
-    s = int(max(s, 0))
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}"
+class TrainClock:
+    """Iteration rate and ETA of a run.
+
+    The rate counts only the time spent in training iterations (data loading included), not the
+    per-epoch work around them (feature extraction, clustering, evaluation, checkpoints): that work is
+    measured apart and added to the ETA per epoch still to come, so the first line of a run whose epoch
+    began with minutes of clustering shows the real it/s."""
+
+    def __init__(self) -> None:
+        self.iter_seconds = 0.0
+        self.iterations = 0
+        self.before_seconds: list = []  # per epoch: start_epoch (features, clustering) up to the first iteration
+        self.after_seconds: list = []  # per epoch: end_epoch, evaluation, checkpoint
+        self._since: Optional[float] = None
+        self._phase: Optional[float] = None
+
+    # the phases of an epoch, in order
+    def epoch_started(self) -> None:
+        self._phase = time.monotonic()
+
+    def iterations_start(self) -> None:
+        now = time.monotonic()
+        self.before_seconds.append(now - (self._phase if self._phase is not None else now))
+        self._since = now
+
+    def iterations_end(self) -> None:
+        now = time.monotonic()
+        if self._since is not None:
+            self.iter_seconds += now - self._since
+        self._since, self._phase = None, now
+
+    def epoch_ended(self) -> None:
+        now = time.monotonic()
+        self.after_seconds.append(now - (self._phase if self._phase is not None else now))
+        self._phase = None
+
+    def rate(self, iterations: int) -> float:
+        """Iterations per second over `iterations` done since the clock started."""
+        seconds = self.iter_seconds + (time.monotonic() - self._since if self._since is not None else 0.0)
+        return iterations / seconds if seconds > 0 and iterations > 0 else 0.0
+
+    def eta(self, rate: float, iterations_left: int, epochs_left: int) -> float:
+        """Seconds to the end: iterations at `rate`, plus the mean work around an epoch measured so far for
+        the `epochs_left` epochs after the current one (and the end of the current one)."""
+        if rate <= 0:
+            return float("nan")
+        before = sum(self.before_seconds) / len(self.before_seconds) if self.before_seconds else 0.0
+        after = sum(self.after_seconds) / len(self.after_seconds) if self.after_seconds else 0.0
+        return iterations_left / rate + epochs_left * before + (epochs_left + 1) * after
 
 
 class RunLogger:
@@ -60,14 +107,12 @@ class RunLogger:
         return means
 
     def progress(self, epoch: int, epochs: int, it: int, iters: int, step: int, losses: Dict[str, float],
-                 lr: float, started: float, done_before: int, total_steps: int) -> None:
-        elapsed = time.time() - started
-        done = step - done_before
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total_steps - step) / rate if rate > 0 else float("nan")
+                 lr: float, rate: float, eta: float) -> None:
+        """The iteration line (`rate`: iterations per second; `eta`: seconds left, NaN when unknown) and the
+        train/* scalars."""
         loss_text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
         log.info("epoch %d/%d  it %d/%d  %s  lr %.2e  %.2f it/s  eta %s", epoch + 1, epochs, it, iters, loss_text,
-                 lr, rate, _fmt_seconds(eta) if math.isfinite(eta) else "?")
+                 lr, rate, format_seconds(eta) if math.isfinite(eta) else "?")
         self.scalars({**losses, "lr": lr}, step, prefix="train/")
 
     def epoch_record(self, record: Dict, replace: bool = False) -> None:

@@ -17,7 +17,6 @@ import errno
 import json
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -26,8 +25,9 @@ import numpy as np
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..config import save_config, to_dict, validate_config
 from ..errors import RunFolderError, TrainingDivergedError
+from ..progress import format_seconds, quiet
 from ..runtime import resolve_device, seed_everything, set_rng_state
-from .logger import RunLogger, read_metrics, trim_metrics
+from .logger import RunLogger, TrainClock, read_metrics, trim_metrics
 from .method import build_method
 from .optim import apply_lr_schedule
 from .plots import write_training_plot
@@ -72,7 +72,8 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
         raise RunFolderError(os_error_message(exc, f"run folder {out}")) from None
     lock = RunLock(out).acquire()
     try:
-        return _train(cfg, plan, dataset, progress, device)
+        with quiet(not progress):  # feature extraction / evaluation progress follows `progress` too
+            return _train(cfg, plan, dataset, progress, device)
     except OSError as exc:
         if exc.errno in _WRITE_ERRNOS:  # disk full, permission denied …: one line, not a traceback
             raise RunFolderError(f"training stopped: {os_error_message(exc, 'a file')}") from None
@@ -97,6 +98,8 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     # data.val_identities > 0: query/gallery are the validation split carved out of the training identities.
     dataset = dataset if dataset is not None else dataset_from_config(cfg.data, for_training=True)
+    log.info("train %s on %s (%d training images) on %s into %s", cfg.train.method, dataset.name, len(dataset.train),
+             device, out)
     method = build_method(cfg, dataset, device)
 
     start_epoch, step = 0, 0
@@ -141,12 +144,13 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
     if evaluable and not validation:
         log.info("evaluating during training on the dataset's query/gallery (test) split")
     record: Dict[str, Any] = {}
-    started, done_before = time.time(), step
+    clock, done_before = TrainClock(), step
     # The last good checkpoint and its epoch (for the message when training diverges).
     good = (plan.resume_from, start_epoch) if plan.resuming else (None, None)
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, epochs):
+            clock.epoch_started()
             for m in method.models.values():
                 m.eval()
             cluster_stats = method.start_epoch(epoch)
@@ -158,6 +162,10 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
             total_steps = step + iters * (epochs - epoch)
             method.train_mode()
             epoch_losses: Dict[str, float] = {}
+            clock.iterations_start()
+            if progress:
+                log.info("epoch %d/%d: %d iterations (a line every %d; prepared in %s)", epoch + 1, epochs, iters,
+                         cfg.train.log_every, format_seconds(clock.before_seconds[-1]))
             for it, batch in enumerate(loader):
                 for opt in method.optimizers.values():
                     apply_lr_schedule(opt, cfg.optim, epoch + it / iters, epochs)
@@ -169,13 +177,17 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
                     check_weights(method.models, cfg.train.max_weight_norm)
                     epoch_losses = losses
                     if progress:
-                        logger.progress(epoch, epochs, it + 1, iters, step, losses, lr, started, done_before, total_steps)
+                        rate = clock.rate(step - done_before)
+                        logger.progress(epoch, epochs, it + 1, iters, step, losses, lr, rate,
+                                        clock.eta(rate, total_steps - step, epochs - epoch - 1))
+            clock.iterations_end()
             check_weights(method.models, cfg.train.max_weight_norm)  # never evaluate or save diverged weights
             extra = method.end_epoch(epoch)
             record = {"epoch": epoch + 1, "iterations": iters, "losses": epoch_losses, "clusters": cluster_stats, **extra}
             last = epoch + 1 == epochs
             if evaluable and ((cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) or last):
-                result = evaluate_model(method.encoder, dataset, cfg.data, cfg.eval, device, progress=False)
+                result = evaluate_model(method.encoder, dataset, cfg.data, cfg.eval, device, progress=log,
+                                        desc=f"epoch {epoch + 1}/{epochs} eval")
                 record["eval"] = {"mAP": result["mAP"], "mINP": result["mINP"],
                                   **{f"rank{r}": float(result["cmc"][r - 1]) for r in (1, 5, 10) if r <= len(result["cmc"])}}
                 log.info("epoch %d/%d eval (%s): mAP %.2f%%  rank-1 %.2f%%", epoch + 1, epochs, eval_split,
@@ -186,6 +198,7 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
             _save_epoch(plan, cfg, method, logger, record, ckpt_path, epoch + 1, step)
             good = (ckpt_path, epoch + 1)
             write_training_plot(out)  # curves.png from metrics.jsonl; never raises
+            clock.epoch_ended()
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(_diverged_message(exc, plan, cfg, good, epoch, epochs, step)) from None
     finally:

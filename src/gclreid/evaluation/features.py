@@ -1,13 +1,14 @@
 """Batched feature extraction with optional flip averaging."""
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Any, Iterable, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+
+from ..progress import Progress
 
 __all__ = ["extract_features"]
 
@@ -15,7 +16,7 @@ BATCH_KEYS = ("image", "pid", "camid", "index")
 
 
 def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Union[str, torch.device],
-                     flip: bool = False, progress: bool = True, normalize: bool = True,
+                     flip: bool = False, progress: Union[bool, logging.Logger] = True, normalize: bool = True,
                      desc: str = "features") -> Tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Embed every image of ``loader`` with ``model``.
 
@@ -31,7 +32,9 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
 
     Returns ``(features, pids, camids)``: float32 N×D on the CPU and two numpy arrays, rows sorted by
     ``index`` — dataset order when the loader covers the whole dataset, whatever its sampler.
-    Progress (batches, rate, ETA) goes to stderr when ``progress`` is true.
+    Progress (images, rate, ETA; :class:`gclreid.progress.Progress`) goes to stderr when ``progress`` is
+    true — a bar on a terminal, a line every few seconds otherwise — or through ``progress`` when it is
+    a :class:`logging.Logger` (as during training).
     """
     device = torch.device(device)
     was_training = model.training
@@ -39,12 +42,14 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
     model.eval()
     embed = model.embed if callable(getattr(model, "embed", None)) else model
     fuse = model.fuse_flip if callable(getattr(model, "fuse_flip", None)) else (lambda a, b: (a + b) / 2)
-    total = len(loader) if hasattr(loader, "__len__") else None
+    images_total = _dataset_size(loader)
+    bar = Progress(images_total if images_total is not None else (len(loader) if hasattr(loader, "__len__") else None),
+                   desc=desc, unit="images" if images_total is not None else "batches", enabled=bool(progress),
+                   log=progress if isinstance(progress, logging.Logger) else None)
     feats, pids, camids, indices = [], [], [], []
     try:
-        with torch.no_grad():
-            for batch in tqdm(loader, total=total, desc=desc, unit="batch", file=sys.stderr,
-                              disable=not progress, dynamic_ncols=True):
+        with torch.no_grad(), bar:
+            for batch in loader:
                 missing = [k for k in BATCH_KEYS if k not in batch]
                 if missing:
                     raise ValueError(f"batches must be dicts with keys {', '.join(BATCH_KEYS)}; missing "
@@ -57,6 +62,7 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
                 pids.append(_as_numpy(batch["pid"]))
                 camids.append(_as_numpy(batch["camid"]))
                 indices.append(_as_numpy(batch["index"]).astype(np.int64))
+                bar.update(len(out) if images_total is not None else 1)
     finally:
         model.train(was_training)
     if not feats:
@@ -71,6 +77,18 @@ def extract_features(model: torch.nn.Module, loader: Iterable[dict], device: Uni
         raise ValueError(f"the loader yielded dataset index {int(dup[0])} more than once "
                          f"({len(dup)} duplicates); use a sampler that visits each image once")
     return features[torch.from_numpy(order)], np.concatenate(pids)[order], np.concatenate(camids)[order]
+
+
+def _dataset_size(loader) -> Any:
+    """Images the loader will yield, when it says (a DataLoader over a sized dataset, no dropped batch)."""
+    dataset = getattr(loader, "dataset", None)
+    if dataset is None or getattr(loader, "drop_last", False) or getattr(loader, "batch_size", 1) is None:
+        return None
+    try:
+        sampler = getattr(loader, "sampler", None)
+        return len(sampler) if sampler is not None else len(dataset)
+    except TypeError:
+        return None
 
 
 def _embed_checked(embed, images: torch.Tensor) -> torch.Tensor:

@@ -270,16 +270,18 @@ def gcl_angles(structure_root: os.PathLike, records: Sequence, angles: Optional[
 
 @torch.no_grad()
 def write_gcl_views(method, records: Sequence, out: os.PathLike, angles: Sequence[int], batch_size: int = 16,
-                    names: Optional[Sequence[str]] = None, workers: int = 0) -> Dict[str, int]:
+                    names: Optional[Sequence[str]] = None, workers: int = 0, progress: bool = False) -> Dict[str, int]:
     """DIR/real/<stem>.png and DIR/<angle>/<stem>.png = G(Estr(s_angle), Eid(x).parts) for `records`
-    (the output folders must exist); returns the number of files per folder."""
+    (the output folders must exist); returns the number of files per folder. `progress`: on stderr
+    (:class:`gclreid.progress.Progress`)."""
+    from ..progress import Progress
     out = Path(out)
     d = method.cfg.data
     names = list(names or output_names(records))
     eid, gen = method.encoder, method.models["generator"]
     items = _Items(records, d.height, d.width, method.structure_root(), angles)
     written = {REAL_FOLDER: 0, **{str(a): 0 for a in angles}}
-    with method.eval_models(), method.autocast():
+    with method.eval_models(), method.autocast(), Progress(len(records), desc="generate", enabled=progress) as bar:
         for batch in _loader(items, batch_size, workers):
             x = batch["image"].to(method.device)
             parts = eid(x).parts
@@ -291,6 +293,7 @@ def write_gcl_views(method, records: Sequence, out: os.PathLike, angles: Sequenc
                 for a, v in zip(angles, views):
                     _save(v[row], out / str(a) / f"{names[k]}.png")
                     written[str(a)] += 1
+            bar.update(len(x))
     return written
 
 
@@ -314,10 +317,12 @@ def dgnet_partners(pids: Sequence[int], seed: int = 0) -> np.ndarray:
 
 @torch.no_grad()
 def write_dgnet_swaps(method, records: Sequence, out: os.PathLike, seed: int = 0, batch_size: int = 16,
-                      names: Optional[Sequence[str]] = None, workers: int = 0) -> Tuple[Dict[str, int], np.ndarray]:
+                      names: Optional[Sequence[str]] = None, workers: int = 0,
+                      progress: bool = False) -> Tuple[Dict[str, int], np.ndarray]:
     """DIR/real/<stem>.png and DIR/generated/<stem_i>_from_<stem_j>.png = G(Es(gray(x_j)), Ea(x_i)) with
-    j = :func:`dgnet_partners` (seed); returns (files per folder, partners)."""
+    j = :func:`dgnet_partners` (seed); returns (files per folder, partners). `progress`: on stderr."""
     from ..losses import to_gray
+    from ..progress import Progress
     out = Path(out)
     d = method.cfg.data
     names = list(names or output_names(records))
@@ -326,7 +331,7 @@ def write_dgnet_swaps(method, records: Sequence, out: os.PathLike, seed: int = 0
     appearance = _Items(records, d.height, d.width)
     structure = _Items([records[j] for j in partners], d.height, d.width)
     written = {REAL_FOLDER: 0, DGNET_FOLDER: 0}
-    with method.eval_models(), method.autocast():
+    with method.eval_models(), method.autocast(), Progress(len(records), desc="generate", enabled=progress) as bar:
         for a, s in zip(_loader(appearance, batch_size, workers), _loader(structure, batch_size, workers)):
             codes = ea(a["image"].to(method.device)).flat_parts()
             fakes = gen.decode(gen.encode_structure(to_gray(s["image"].to(method.device))), codes).float().cpu()
@@ -335,6 +340,7 @@ def write_dgnet_swaps(method, records: Sequence, out: os.PathLike, seed: int = 0
                 _save(fakes[row], out / DGNET_FOLDER / f"{names[i]}_from_{names[partners[i]]}.png")
                 written[REAL_FOLDER] += 1
                 written[DGNET_FOLDER] += 1
+            bar.update(len(fakes))
     return written, partners
 
 
@@ -343,9 +349,10 @@ def write_dgnet_swaps(method, records: Sequence, out: os.PathLike, seed: int = 0
 def generate_images(checkpoint: os.PathLike, out: os.PathLike, split: str = "query", count: Optional[int] = None,
                     seed: int = 0, angles: Optional[Sequence[int]] = None, device: Any = "cpu",
                     overrides: Sequence[str] = (), batch_size: int = 16, overwrite: bool = False,
-                    dataset=None) -> Dict[str, Any]:
+                    dataset=None, progress: bool = True) -> Dict[str, Any]:
     """Write the generated images of GCL / DG-Net checkpoint `checkpoint` for `count` images (default
-    all) of `split` into `out` (see the module docstring) and ``out/generate.json``; return its content."""
+    all) of `split` into `out` (see the module docstring) and ``out/generate.json``; return its content.
+    `progress`: images done, rate and ETA on stderr (a bar on a terminal, lines otherwise)."""
     if split not in GENERATE_SPLITS:
         raise GenerateError(f"--split {split!r}: expected one of {', '.join(GENERATE_SPLITS)}")
     if count is not None and int(count) <= 0:
@@ -375,13 +382,13 @@ def generate_images(checkpoint: os.PathLike, out: os.PathLike, split: str = "que
         root = method.structure_root()
         chosen_angles, skipped = gcl_angles(root, chosen, angles)
         _prepare_folders(out, [REAL_FOLDER, *map(str, chosen_angles)], overwrite)
-        files = write_gcl_views(method, chosen, out, chosen_angles, batch_size, names, workers)
+        files = write_gcl_views(method, chosen, out, chosen_angles, batch_size, names, workers, progress)
         report.update(stage=int(cfg.gcl.stage), structure_root=str(root), angles=chosen_angles,
                       skipped_angles={str(a): n for a, n in skipped.items()},
                       folders={"real": REAL_FOLDER, **{str(a): str(a) for a in chosen_angles}})
     else:
         _prepare_folders(out, [REAL_FOLDER, DGNET_FOLDER], overwrite)
-        files, _ = write_dgnet_swaps(method, chosen, out, seed, batch_size, names, workers)
+        files, _ = write_dgnet_swaps(method, chosen, out, seed, batch_size, names, workers, progress)
         report.update(seed=int(seed), pairing="appearance of <stem> with the structure of <stem2>, a random other "
                       "selected image of a different identity",
                       folders={"real": REAL_FOLDER, "generated": DGNET_FOLDER})

@@ -1,12 +1,16 @@
 """Evaluate an embedding model on a dataset's query/gallery split: features → distances → metrics."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+import logging
+import sys
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch.utils.data import DataLoader
 
 from ..errors import CheckpointError, DatasetError
+from ..progress import format_seconds, is_quiet as progress_quiet
 
 
 def encoder_from_checkpoint(path, cfg, model_key: Optional[str] = None, overrides: Sequence[str] = (),
@@ -70,7 +74,8 @@ def _is_encoder_state(state) -> bool:
 
 
 def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: torch.device,
-                   progress: bool = True, return_details: bool = False):
+                   progress: Union[bool, logging.Logger] = True, return_details: bool = False,
+                   desc: str = "evaluate"):
     """Rank the gallery for every query of `dataset` with `model`'s embedding.
 
     Returns the metrics of :func:`evaluate_ranking` plus the sizes used. Features come from the test
@@ -78,6 +83,8 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
     With ``return_details=True`` returns ``(metrics, details)``; ``details`` holds ``query_records`` and
     ``gallery_records`` (the images actually embedded, in row order), ``query_features``,
     ``gallery_features`` and the ranked ``distmat`` (re-ranked when `eval_cfg.rerank`).
+    `progress`: feature extraction and ranking progress on stderr (true; a bar on a terminal, lines with
+    rate and ETA otherwise), or through this logger (training), or none (false); `desc` starts its lines.
     """
     from ..data import ImageDataset, build_test_transform
     from . import evaluate_ranking, extract_features, pairwise_distance
@@ -87,16 +94,28 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
                            f"(query {len(dataset.query)}, gallery {len(dataset.gallery)} images)")
     transform = build_test_transform(data_cfg)
 
-    def features_of(records):
+    def say(text: str) -> None:
+        if progress_quiet() or progress is False:
+            return
+        if isinstance(progress, logging.Logger):
+            progress.info("%s", text)
+        elif progress:
+            print(text, file=sys.stderr, flush=True)
+
+    def features_of(records, split):
         images = ImageDataset(records, transform, skip_bad_images=data_cfg.skip_bad_images)
         loader = DataLoader(images, batch_size=eval_cfg.batch_size, shuffle=False, num_workers=data_cfg.workers,
                             pin_memory=device.type == "cuda")
-        return (*extract_features(model, loader, device, flip=eval_cfg.flip, progress=progress), images.records)
+        return (*extract_features(model, loader, device, flip=eval_cfg.flip, progress=progress,
+                                  desc=f"{desc}: {split} features"), images.records)
 
-    qf, q_pids, q_camids, q_records = features_of(dataset.query)
-    gf, g_pids, g_camids, g_records = features_of(dataset.gallery)
+    qf, q_pids, q_camids, q_records = features_of(dataset.query, "query")
+    gf, g_pids, g_camids, g_records = features_of(dataset.gallery, "gallery")
+    started = time.monotonic()
     if eval_cfg.rerank:
         from .rerank import re_ranking
+        say(f"{desc}: re-ranking {len(qf)} queries against {len(gf)} gallery images (k-reciprocal, "
+            f"k1={eval_cfg.k1} k2={eval_cfg.k2})")
         distmat = re_ranking(qf, gf, k1=eval_cfg.k1, k2=eval_cfg.k2, lambda_value=eval_cfg.lambda_value)
     else:
         distmat = pairwise_distance(qf, gf)
@@ -107,6 +126,8 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
     result = evaluate_ranking(distmat, q_pids, g_pids, q_camids, g_camids,
                               max_rank=eval_cfg.max_rank, query_chunk=eval_cfg.query_chunk,
                               query_gallery_index=same_image)
+    say(f"{desc}: ranked {len(qf)} queries against {len(gf)} gallery images in "
+        f"{format_seconds(time.monotonic() - started)}")
     result.update(num_query_images=int(len(qf)), num_gallery_images=int(len(gf)),
                   feature_dim=int(qf.shape[1]), flip=bool(eval_cfg.flip), rerank=bool(eval_cfg.rerank))
     if return_details:

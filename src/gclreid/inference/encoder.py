@@ -141,9 +141,9 @@ class Encoder:
         embedded `batch_size` at a time on ``device`` (under ``torch.no_grad``), with flip averaging when
         ``flip``. An image file that does not decode raises :class:`~gclreid.errors.ImageDecodeError`
         naming it; a missing one :class:`~gclreid.errors.DatasetError`. `progress`: report on stderr
-        (:class:`~gclreid.inference.progress.Progress`).
+        (:class:`~gclreid.progress.Progress`).
         """
-        from .progress import Progress
+        from ..progress import Progress
 
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise InputError(f"batch_size={batch_size!r}; expected an integer >= 1")

@@ -117,10 +117,8 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
     tasks = [(todo[i:i + batch], str(out), angles, height, width) for i in range(0, len(todo), batch)]
     counts: Counter = Counter()
     start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo), unit="img", desc="structures", dynamic_ncols=True)
+    from ..progress import Progress
+    bar = Progress(len(todo), desc="structures", unit="images", enabled=progress and bool(todo))
     source_name = None
     with open(out / RECORDS, "a", encoding="utf-8") as fh:
         for rec in missing_records:
@@ -142,8 +140,7 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
                     counts[rec["status"]] += 1
                     source_name = rec["source"]
                 fh.flush()
-                if bar is not None:
-                    bar.update(len(done))
+                bar.update(len(done))
         finally:
             if pool is not None:
                 pool.terminate()
@@ -151,8 +148,7 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
             elif _SOURCE is not None:
                 _SOURCE.close()
                 _SOURCE = None
-            if bar is not None:
-                bar.close()
+            bar.close()
     seconds = time.perf_counter() - start
     processed = sum(counts.values())
     summary = {

@@ -310,10 +310,8 @@ def generate(config: SynthConfig, out: str, workers: int = 1, overwrite: bool = 
     chunks = [plan.images[i:i + cfg.chunk] for i in range(0, len(plan.images), cfg.chunk)]
     tasks = [(cfg, plan.cameras, chunk, out) for chunk in chunks]
     start = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(plan.images), unit="img", desc="synth", dynamic_ncols=True)
+    from ..progress import Progress
+    bar = Progress(len(plan.images), desc="synth", unit="images", enabled=progress)
     try:
         if workers == 1:
             # One thread, as in the workers: the tensors are small, so intra-op threads only add
@@ -322,20 +320,16 @@ def generate(config: SynthConfig, out: str, workers: int = 1, overwrite: bool = 
             torch.set_num_threads(1)
             try:
                 for task in tasks:
-                    done = render_chunk(*task)
-                    if bar is not None:
-                        bar.update(done)
+                    bar.update(render_chunk(*task))
             finally:
                 torch.set_num_threads(threads)
         else:
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers, initializer=_worker_init) as pool:
                 for done in pool.imap_unordered(_worker_task, tasks):
-                    if bar is not None:
-                        bar.update(done)
+                    bar.update(done)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - start
     meta = metadata(plan)
     tmp = os.path.join(out, METADATA + ".tmp")
