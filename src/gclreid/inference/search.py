@@ -78,6 +78,7 @@ def topk_search(query: ArrayLike, gallery: ArrayLike, k: int, *, backend: str = 
                 top_s, top_i = s, i
             else:
                 top_s, top_i = _merge(torch.cat([top_s, s], 1), torch.cat([top_i, i], 1), k)
+            del scores  # free this chunk before the next one is computed: one chunk in memory, not two
         top_s, top_i = _merge(top_s, top_i, k)  # final order: similarity, then gallery index
         best_d[qs:qs + len(qc)] = (2 - 2 * top_s).clamp_(min=0).cpu().numpy()
         best_i[qs:qs + len(qc)] = top_i.cpu().numpy()
