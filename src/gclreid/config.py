@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101
+    arch: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | mobilenet_v2 (models.build_backbone)
     pretrained: bool = True  # load ImageNet weights (see `weights`)
     weights: str = ""  # local ImageNet checkpoint; empty = look in $TORCH_HOME/hub/checkpoints/
     last_stride: int = 1
