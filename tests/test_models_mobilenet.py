@@ -157,3 +157,25 @@ def test_missing_weights_name_the_fetch_command(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="gclreid weights fetch mobilenet_v2"):
         build_backbone("mobilenet_v2", pretrained=True)
+
+
+@pytest.mark.parametrize("config", ["gcl_synthreid.yaml", "dgnet_synthreid.yaml"])
+def test_generators_take_mobilenet_part_features(config):
+    # GCL's Eid and DG-Net's Ea on MobileNetV2: the AdaIN MLPs take the 1280·P part features and the
+    # generator draws an image of the structure map's size from them.
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import TINY_GENERATOR
+
+    from gclreid.config import load_config
+    from gclreid.models import build_dgnet_networks, build_gcl_networks
+    cfg = load_config(f"configs/{config}", ["model.arch=mobilenet_v2", "model.pretrained=false", *TINY_GENERATOR])
+    build = build_gcl_networks if config.startswith("gcl") else build_dgnet_networks
+    encoder, generator, _ = build(cfg)
+    assert encoder.part_dim == 1280 * cfg.model.num_parts
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 128, 64)
+    structure = torch.randn(2, cfg.generator.input_channels, 128, 64)
+    out = generator(structure, encoder(images).parts)
+    assert out.shape == (2, 3, 128, 64) and torch.isfinite(out).all()
