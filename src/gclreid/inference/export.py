@@ -296,13 +296,7 @@ def read_export_metadata(path: os.PathLike) -> Dict[str, Any]:
     if not path.is_file():
         raise ExportError(f"exported model {path} does not exist")
     if zipfile.is_zipfile(path):
-        extra = {TORCHSCRIPT_METADATA_FILE: ""}
-        try:
-            with _quiet_export():
-                torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
-        except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"{path}: not a TorchScript file ({_first_line(exc)})") from None
-        return _parse_metadata(extra[TORCHSCRIPT_METADATA_FILE], path)
+        return _parse_metadata(_load_torchscript(path)[1], path)
     if importlib.util.find_spec("onnx") is not None:
         import onnx
         try:
@@ -311,6 +305,17 @@ def read_export_metadata(path: os.PathLike) -> Dict[str, Any]:
             raise ExportError(f"{path}: not an ONNX file ({_first_line(exc)})") from None
         return _parse_metadata({p.key: p.value for p in model.metadata_props}.get(METADATA_KEY, ""), path)
     return ExportedModel.load(path).metadata
+
+
+def _load_torchscript(path: Path):
+    """(module, metadata text) of a TorchScript export."""
+    extra = {TORCHSCRIPT_METADATA_FILE: ""}
+    try:
+        with _quiet_export():
+            module = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"{path}: not a TorchScript file ({_first_line(exc)})") from None
+    return module, extra[TORCHSCRIPT_METADATA_FILE]
 
 
 def _parse_metadata(text: Union[str, bytes], path: Path) -> Dict[str, Any]:
@@ -339,19 +344,14 @@ class ExportedModel:
         if not path.is_file():
             raise ExportError(f"exported model {path} does not exist")
         if zipfile.is_zipfile(path):
-            extra = {TORCHSCRIPT_METADATA_FILE: ""}
-            try:
-                with _quiet_export():
-                    module = torch.jit.load(os.fspath(path), map_location="cpu", _extra_files=extra)
-            except Exception as exc:  # noqa: BLE001
-                raise ExportError(f"{path}: not a TorchScript file ({_first_line(exc)})") from None
+            module, metadata_text = _load_torchscript(path)
             module.eval()
 
             def run(x: np.ndarray) -> np.ndarray:
                 with torch.no_grad():
                     return module(torch.as_tensor(x, dtype=torch.float32)).numpy()
 
-            return cls(path, "torchscript", _parse_metadata(extra[TORCHSCRIPT_METADATA_FILE], path), run,
+            return cls(path, "torchscript", _parse_metadata(metadata_text, path), run,
                        f"torch.jit (torch {torch.__version__})")
         if importlib.util.find_spec("onnxruntime") is None:
             raise ExportDependencyError(f"running {path} needs onnxruntime, not installed here: {EXTRA_HINT} "

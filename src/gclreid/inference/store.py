@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from ..checkpoint import _umask  # the same permission rule as checkpoints
 from ..errors import GclreidError
 
 __all__ = ["Embeddings", "save_embeddings", "load_embeddings", "EMBEDDINGS_FORMAT"]
@@ -77,12 +78,6 @@ def save_embeddings(path: os.PathLike, features: np.ndarray, paths: Sequence[str
             os.unlink(tmp)
         raise
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_embeddings(path: os.PathLike) -> Embeddings:
