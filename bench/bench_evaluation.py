@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from _common import cpu_name
 
 from gclreid.evaluation import evaluate_ranking, pairwise_distance, ranking
 
@@ -70,16 +71,6 @@ def reference(qf: np.ndarray, gf: np.ndarray, q_pids, g_pids, q_cams, g_cams, ma
     metrics = {"mAP": float(np.mean(aps)), "mINP": float(np.mean(inps)), "cmc": np.mean(cmcs, axis=0),
                "num_valid_queries": len(aps)}
     return metrics, t1 - t0, time.perf_counter() - t1
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device: torch.device) -> None:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import machine, write_results
+from _common import cpu_name, machine, write_results
 
 SIZE = (256, 128)
 BACKENDS = ("eager", "torchscript", "onnxruntime")
@@ -49,16 +49,6 @@ BACKENDS = ("eager", "torchscript", "onnxruntime")
 
 def load_average() -> list:
     return [round(x, 2) for x in os.getloadavg()]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 # --------------------------------------------------------------------------------------------------

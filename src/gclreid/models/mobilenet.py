@@ -87,8 +87,8 @@ class MobileNetV2(nn.Module):
         blocks.append(_conv_bn_relu6(inp, self.out_channels, 1))
         self.features = nn.Sequential(*blocks)
         self._init_weights()
-        # Channels-last weights and input: depthwise convolutions run 1.4-1.8x faster so on CPU
-        # (bench/bench_models.py), and as fast or faster on GPU. Loading a state dict keeps the layout.
+        # Channels-last weights and input: a training step runs 1.3-1.7x faster so on 2 CPU cores
+        # (docs/benchmarks.md; not measured on GPU yet). Loading a state dict keeps the layout.
         self.to(memory_format=torch.channels_last)
 
     def _init_weights(self) -> None:
