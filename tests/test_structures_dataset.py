@@ -17,8 +17,11 @@ def write_structures(root, records, angles=ANGLES, size=(16, 32)):
         for angle in (0, *angles):
             path = structure_path(root, rec, angle)
             path.parent.mkdir(parents=True, exist_ok=True)
-            # encode the angle in the grey level so the test can tell which map was loaded
-            Image.fromarray(np.full(size[::-1], angle * 255 // 315, dtype=np.uint8)).save(path)
+            # encode the angle in the grey level so the test can tell which map was loaded; the white
+            # bottom row makes it a map with a body (a one-value map is blank); JPEG blurs only its own 8-row block
+            grey = np.full(size[::-1], angle * 255 // 315, dtype=np.uint8)
+            grey[-1] = 255
+            Image.fromarray(grey).save(path)
 
 
 def test_layout_follows_the_gcl_release(stripe_people, tmp_path):
@@ -50,9 +53,9 @@ def test_dataset_items_pair_image_with_its_structures(stripe_people, tmp_path):
         assert item["image"].shape == (3, 32, 16)
         assert item["structure"].shape == item["structure_new"].shape == (1, 32, 16)
         assert item["index"] == i and item["pid"] == ds.train[i].pid
-        assert item["structure"].min() == -1.0  # angle 0 → black → −1
+        assert item["structure"][:, :16].max() == -1.0  # angle 0 → black → −1
         expected = item["angle"] * 255 // 315 / 127.5 - 1
-        assert torch.allclose(item["structure_new"], torch.full((1, 32, 16), expected))
+        assert torch.allclose(item["structure_new"][:, :16], torch.full((1, 16, 16), expected))
         seen.add(item["angle"])
     assert seen == {90, 180}
 
@@ -83,3 +86,35 @@ def test_missing_structure_is_an_error_naming_the_image(stripe_people, tmp_path)
     structure_path(tmp_path, victim, 225).write_bytes(structure_path(tmp_path, victim, 270).read_bytes())
     structure_path(tmp_path, victim, 315).unlink()
     StructureDataset(ds.train, tmp_path, build_test_transform(cfg.data), 32, 16, angles=OFFICIAL_ANGLES)
+
+
+def test_blank_new_view_is_replaced_by_the_next_angle_with_a_body(stripe_people, tmp_path, caplog):
+    ds = build_dataset("market1501", stripe_people)
+    rec = ds.train[0]
+    write_structures(tmp_path, [rec])
+    for angle in (90, 135):  # the body left the frame at these angles
+        Image.fromarray(np.zeros((32, 16), dtype=np.uint8)).save(structure_path(tmp_path, rec, angle))
+    cfg = load_config(None, ["data.height=32", "data.width=16"])
+    items = StructureDataset([rec], tmp_path, build_test_transform(cfg.data), 32, 16, angles=(90, 135, 180))
+    with caplog.at_level("WARNING"):
+        for seed in range(6):
+            random.seed(seed)
+            item = items[0]
+            assert item["angle"] == 180
+            assert torch.allclose(item["structure_new"][:, :16], torch.full((1, 16, 16), 180 * 255 // 315 / 127.5 - 1))
+    warned = [r.getMessage() for r in caplog.records if "blank" in r.getMessage()]
+    assert len(warned) == 2 and any("render_90" in m for m in warned)  # once per file, not per item
+
+
+def test_blank_maps_that_cannot_be_replaced_are_errors(stripe_people, tmp_path):
+    ds = build_dataset("market1501", stripe_people)
+    rec = ds.train[0]
+    write_structures(tmp_path, [rec])
+    cfg = load_config(None, ["data.height=32", "data.width=16"])
+    for angle in (90, 180):
+        Image.fromarray(np.zeros((32, 16), dtype=np.uint8)).save(structure_path(tmp_path, rec, angle))
+    with pytest.raises(DatasetError, match="every structure map of .* is blank"):
+        StructureDataset([rec], tmp_path, build_test_transform(cfg.data), 32, 16, angles=(90, 180))[0]
+    Image.fromarray(np.full((32, 16), 7, dtype=np.uint8)).save(structure_path(tmp_path, rec, 0))
+    with pytest.raises(DatasetError, match="render/.*is blank"):
+        StructureDataset([rec], tmp_path, build_test_transform(cfg.data), 32, 16, angles=(45,))[0]
