@@ -117,3 +117,38 @@ def test_mediapipe_end_to_end():
     assert len(ests) == 2 and all(e.status in ("detected", "fallback") for e in ests)
     maps = render_estimates(ests, (45, 90, 135, 180, 225, 270, 315), 128, 64)
     assert maps.shape == (2, 8, 128, 64) and (maps[:, 0] > 0).any(axis=(1, 2)).all()
+
+
+def test_mediapipe_process_that_dies_is_a_clear_error_and_auto_falls_back(monkeypatch):
+    import importlib.util
+    import sys
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("mediapipe is installed in this environment")
+    from gclreid.errors import GclreidError
+    from gclreid.structures.mediapipe_pose import MediaPipeEstimator
+    from gclreid.structures.sources import EstimateSource
+    with pytest.raises(GclreidError, match="mediapipe"):
+        MediaPipeEstimator(sys.executable)  # this interpreter has no mediapipe: the server stops at once
+    source = EstimateSource("auto", pose_python=sys.executable)
+    assert source.estimator == "fallback" and "did not start" in source.description
+    assert "make pose-env" in source.description
+    with pytest.raises(GclreidError, match="make pose-env"):
+        EstimateSource("mediapipe", pose_python=sys.executable)
+
+
+def test_mediapipe_chatter_stays_out_of_stderr(capfd):
+    from gclreid.structures.mediapipe_pose import find_pose_python
+    python = find_pose_python()
+    if python is None:
+        pytest.skip("MediaPipe Pose not available: set GCLREID_POSE_PYTHON to an interpreter with mediapipe==0.10.14")
+    from gclreid.structures.sources import EstimateSource
+    source = EstimateSource("mediapipe", pose_python=python)
+    try:
+        ests = source.estimate([_scene(yaw=0.0, colour=(200, 150, 120))[0]])
+    finally:
+        source.close()
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+    rec = ests[0].record()
+    assert rec["status"] in ("detected", "fallback") and "reason" in rec and "quality" in rec
+    assert "estimator mediapipe" in source.description

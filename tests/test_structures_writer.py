@@ -153,3 +153,43 @@ def test_two_workers_give_the_same_maps_as_one(synth_root, tmp_path):
         for angle in (0, 90, 315):
             assert structure_path(one, r, angle).read_bytes() == structure_path(two, r, angle).read_bytes()
     assert read_records(one).keys() == read_records(two).keys()
+
+
+def test_records_and_summary_say_how_each_map_was_made(synth_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GCLREID_POSE_PYTHON", raising=False)
+    out = tmp_path / "auto"
+    capsys.readouterr()
+    assert _run(synth_root, out, "--estimator", "auto", "--pose-python", str(tmp_path / "no" / "python")) == 0
+    err = capsys.readouterr().err
+    # auto without a MediaPipe interpreter: one clear line, saying what runs and how to get MediaPipe.
+    line = [x for x in err.splitlines() if x.startswith("structures: estimator")]
+    assert len(line) == 1 and "fallback" in line[0] and "make pose-env" in line[0] and "GCLREID_POSE_PYTHON" in line[0]
+    recs = read_records(out)
+    assert all(r["reason"] in ("silhouette", "prior", "no_mask") and "quality" in r and "box" in r for r in recs.values())
+    summary = json.loads((out / SUMMARY).read_text())
+    assert sum(summary["reasons"].values()) == len(recs) and summary["estimator"].startswith("estimator fallback")
+
+
+def test_mediapipe_missing_is_one_line_pointing_to_pose_env(synth_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("GCLREID_POSE_PYTHON", raising=False)
+    import importlib.util
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("mediapipe is installed in this environment")
+    assert _run(synth_root, tmp_path / "mp", "--estimator", "mediapipe") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "make pose-env" in err and "pip install" not in err
+
+
+def test_contact_sheet_is_a_grid_with_status_on_every_cell(synth_root, tmp_path):
+    out = tmp_path / "grid"
+    assert _run(synth_root, out, "--estimator", "fallback", "--contact-rows", "2") == 0
+    n = len(_records(synth_root))
+    with Image.open(out / "contact_sheet.png") as im:
+        w, h = im.size
+        sheet = np.asarray(im.convert("RGB"))
+    cell_w = 2 * 64 + 4 * 32 + 3 * 4  # image, overlay, maps at half size in two rows of four
+    assert w >= 4 * cell_w and h < w  # several columns: wider than tall
+    assert min(n, 8) <= (w // cell_w) * 2
+    # Caption text is drawn under the images (bright pixels on the dark band below each cell).
+    band = sheet[128 + 4:128 + 4 + 30, 4:cell_w]
+    assert (band.max(-1) > 150).sum() > 50

@@ -5,6 +5,7 @@ import argparse
 import functools
 import json
 import os
+import sys
 
 from ..errors import GclreidError
 
@@ -30,10 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="estimate from the image (default), SMPL parameters + model, SynthReID ground truth, or check "
                              "a precomputed folder")
     parser.add_argument("--estimator", default="auto", choices=("auto", "mediapipe", "fallback"),
-                        help="for --source estimate: MediaPipe Pose (optional extra `pose`) with the silhouette "
-                             "fallback for undetected images, or the fallback alone; auto = MediaPipe if available")
+                        help="for --source estimate: MediaPipe Pose (a separate Python with mediapipe, made by "
+                             "`make pose-env`) with the silhouette fallback for images it misses or whose checks fail, "
+                             "or the fallback alone; auto = MediaPipe if an interpreter is found (the command says "
+                             "which one runs)")
     parser.add_argument("--pose-python", metavar="PYTHON",
-                        help="a Python interpreter that has mediapipe==0.10.14 (default: this one, or $GCLREID_POSE_PYTHON)")
+                        help="a Python interpreter that has mediapipe==0.10.14 (default: $GCLREID_POSE_PYTHON, or this "
+                             "one if it has mediapipe); `make pose-env` makes .venv-pose/bin/python")
     parser.add_argument("--smpl-params", metavar="FILE", help="for --source smpl: .npz of per-image camera, pose, shape")
     parser.add_argument("--smpl-model", metavar="FILE", help="for --source smpl: SMPL model file (.npz or .pkl)")
     parser.add_argument("--smpl-missing", default="error", choices=("error", "fallback"),
@@ -47,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument("--batch", type=int, default=32, help="images per rendering batch (default 32)")
     parser.add_argument("--limit", type=int, help="only the first N images (for a quick look)")
-    parser.add_argument("--contact-rows", type=int, default=8, help="rows of the contact sheet (0: none)")
+    parser.add_argument("--contact-rows", type=int, default=8,
+                        help="rows of the contact sheet grid, 4 images each (0: none)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="dataset reader option")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -110,10 +115,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         if hasattr(source, "check_records"):  # e.g. smpl: images without parameters
             source.check_records(records)
+        describe = getattr(source, "description", None)
+        if describe:
+            print(f"structures: {describe}", file=sys.stderr, flush=True)
+            if getattr(source, "estimator", None) == "fallback" and args.estimator == "auto":
+                # The workers must not try (and fail) to start MediaPipe again.
+                factory = functools.partial(make_source, args.source, os.path.abspath(args.root),
+                                            **{**options, "estimator": "fallback"})
     finally:
         source.close()
     summary = write_structures(records, args.out, factory, angles, args.height, args.width, workers=args.workers,
-                               batch=args.batch, progress=not args.no_progress, contact_rows=args.contact_rows)
+                               batch=args.batch, progress=not args.no_progress, contact_rows=args.contact_rows,
+                               describe=describe)
     if args.json:
         print(json.dumps(summary, indent=1))
     else:
@@ -123,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
               f"already complete; counts {summary['counts']}; detection rate {rate(summary['detection_rate'])}, "
               f"fallback rate {rate(summary['fallback_rate'])}; "
               + (f"{speed:.1f} images/s" if speed else "nothing to do"))
+        if summary.get("reasons"):
+            print("reasons: " + ", ".join(f"{k} {v}" for k, v in summary["reasons"].items()))
         if summary.get("contact_sheet"):
             print(f"contact sheet: {summary['contact_sheet']}")
     return 0

@@ -1,8 +1,9 @@
 """Where structure maps come from: a source turns a batch of image records into grey maps at 0° and
 at every requested angle, plus one record per image (status, yaw, confidence).
 
-* :class:`EstimateSource` — estimate the body from the image (MediaPipe Pose when the ``pose`` extra
-  is available and asked for, else/otherwise the silhouette fallback) and render it.
+* :class:`EstimateSource` — estimate the body from the image (MediaPipe Pose when an interpreter
+  with mediapipe is available, checked, with the silhouette fallback for what it misses or
+  rejects; or the fallback alone) and render it, turned views kept inside the frame.
 * :class:`SynthSource` — SynthReID ground truth, re-rendered from ``synthreid.json`` (identity shape
   and gait, per-image yaw, phase, elevation and framing) with the same body model and renderer.
 * :class:`gclreid.structures.smpl.SmplSource` — per-image SMPL parameters + a user-supplied SMPL model
@@ -19,25 +20,26 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..body import render_structure
 from ..data.images import load_image
 from ..errors import DatasetError, GclreidError
-from .estimate import Estimate, bodies_and_cameras, estimate_fallback
+from .estimate import Estimate, bodies_and_cameras, estimate_fallback, render_turned
 from .layout import missing_structures, structure_path
 
 SOURCES: Tuple[str, ...] = ("estimate", "smpl", "synth", "precomputed")
 
 
 def render_estimates(estimates: Sequence[Estimate], angles: Sequence[int], height: int, width: int) -> np.ndarray:
-    """uint8 [N, 1 + len(angles), H, W]: each estimated body at 0° and turned by each angle."""
+    """uint8 [N, 1 + len(angles), H, W]: each estimated body at 0° and turned by each angle, every
+    turned view kept inside the frame (:func:`gclreid.structures.estimate.turned_cameras`)."""
     bodies, camera = bodies_and_cameras(estimates, height, width)
-    return render_structure(bodies, (0, *angles), height, width, camera=camera).numpy()
+    return render_turned(bodies, camera, (0, *angles), height, width).numpy()
 
 
 class EstimateSource:
     """Estimate the body from each image. ``estimator``: ``fallback`` (no extra dependency),
-    ``mediapipe`` (needs the ``pose`` extra; fallback for images where nobody is detected) or
-    ``auto`` (MediaPipe when available, else fallback)."""
+    ``mediapipe`` (needs an interpreter with mediapipe; the fallback for images where nobody is
+    detected or the checks fail) or ``auto`` (MediaPipe when an interpreter is found and starts,
+    else the fallback). :attr:`description` says which one runs and why, in one line."""
 
     name = "estimate"
 
@@ -46,22 +48,45 @@ class EstimateSource:
         if estimator not in ("auto", "fallback", "mediapipe"):
             raise GclreidError(f"structures: estimator {estimator!r} is unknown; expected auto, fallback or mediapipe")
         self.pose = None
+        why = "asked for (--estimator fallback)"
         if estimator != "fallback":
-            from .mediapipe_pose import MediaPipeEstimator, find_pose_python
+            from .mediapipe_pose import POSE_HELP, MediaPipeEstimator, find_pose_python
             python = pose_python or find_pose_python()
-            if python is None and estimator == "mediapipe":
-                raise GclreidError("structures: MediaPipe Pose is not available: install the extra with "
-                                   "`pip install 'gclreid[pose]'`, or give --pose-python PATH to a Python that has "
-                                   "mediapipe==0.10.14, or use --estimator fallback")
-            if python is not None:
-                self.pose = MediaPipeEstimator(python, min_detection_confidence=min_detection_confidence)
+            problem = None
+            if python is None:
+                problem = "no Python with MediaPipe was found"
+            elif os.sep in python and not os.path.isfile(python):
+                problem = f"the MediaPipe Python {python} does not exist"
+            else:
+                try:
+                    self.pose = MediaPipeEstimator(python, min_detection_confidence=min_detection_confidence)
+                except (GclreidError, OSError) as exc:
+                    problem = f"MediaPipe did not start with {python} ({getattr(exc, 'short', exc)})"
+            if problem is not None:
+                if estimator == "mediapipe":
+                    raise GclreidError(f"structures: --estimator mediapipe: {problem}; {POSE_HELP}, "
+                                       "or use --estimator fallback")
+                why = f"auto: {problem}, so every image gets the silhouette fallback; for MediaPipe, {POSE_HELP}"
         self.estimator = "mediapipe" if self.pose is not None else "fallback"
+        if self.pose is not None:
+            self.description = (f"estimator mediapipe (MediaPipe {self.pose.version} with {self.pose.python}; "
+                                "images it misses or whose checks fail get the silhouette fallback)")
+        else:
+            self.description = f"estimator fallback ({why})"
 
     def estimate(self, images: Sequence) -> List[Estimate]:
         if self.pose is None:
             return [estimate_fallback(im) for im in images]
         found = self.pose.estimate(images)
-        return [e if e is not None else estimate_fallback(im) for e, im in zip(found, images)]
+        out = []
+        for e, im in zip(found, images):
+            if isinstance(e, Estimate):
+                out.append(e)
+                continue
+            fb = estimate_fallback(im, hints=e)
+            fb.reason = f"{getattr(e, 'reason', None) or 'no_person'}:{fb.reason}"
+            out.append(fb)
+        return out
 
     def render(self, records: Sequence, angles: Sequence[int], height: int, width: int) -> Tuple[np.ndarray, List[dict]]:
         images = [load_image(r.path) for r in records]

@@ -6,7 +6,7 @@ Output folder (``out``)::
     train/render/<relpath>, train/render_<deg>/<relpath>, test/…   the maps (JPEG data, names kept)
     structures.jsonl      one JSON object per image: split, relpath, status, yaw, confidence, source
     structures_summary.json   counts, detection/fallback rates, throughput of the last run
-    contact_sheet.png     a few images next to their maps at every angle
+    contact_sheet.png     a grid of images with their maps at every angle, status, yaw, quality
 
 Resuming: an image whose maps (0° and every angle) all exist is skipped. Every map is written to a
 temporary name and renamed, so an interrupted run never leaves a truncated file; records are
@@ -93,7 +93,7 @@ def _process(task) -> List[dict]:
 
 def write_structures(records: Sequence, out: os.PathLike, source_factory: Callable, angles: Sequence[int] = ANGLES,
                      height: int = 128, width: int = 64, workers: int = 1, batch: int = 32, progress: bool = True,
-                     contact_rows: int = 8) -> Dict:
+                     contact_rows: int = 8, describe: Optional[str] = None) -> Dict:
     """Make the structure maps of ``records`` in ``out`` with the source built by ``source_factory``.
 
     ``source_factory`` is a picklable callable returning a source (it runs in each worker).
@@ -116,6 +116,7 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
             todo.append(r)
     tasks = [(todo[i:i + batch], str(out), angles, height, width) for i in range(0, len(todo), batch)]
     counts: Counter = Counter()
+    reasons: Counter = Counter()
     start = time.perf_counter()
     from ..progress import Progress
     bar = Progress(len(todo), desc="structures", unit="images", enabled=progress and bool(todo))
@@ -138,6 +139,8 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
                 for rec in done:
                     fh.write(json.dumps(rec) + "\n")
                     counts[rec["status"]] += 1
+                    if rec.get("reason") is not None:
+                        reasons[str(rec["reason"])] += 1
                     source_name = rec["source"]
                 fh.flush()
                 bar.update(len(done))
@@ -152,8 +155,8 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
     seconds = time.perf_counter() - start
     processed = sum(counts.values())
     summary = {
-        "out": str(out), "source": source_name, "images": len(records), "processed": processed,
-        "skipped": skipped, "counts": dict(counts),
+        "out": str(out), "source": source_name, "estimator": describe, "images": len(records), "processed": processed,
+        "skipped": skipped, "counts": dict(counts), "reasons": dict(reasons.most_common()),
         "detection_rate": counts["detected"] / processed if processed else None,
         "fallback_rate": counts["fallback"] / processed if processed else None,
         "seconds": round(seconds, 3), "images_per_second": processed / seconds if processed and seconds > 0 else None,
@@ -166,32 +169,73 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
     return summary
 
 
+CONTACT_COLUMNS = 4
+
+
+def _caption(rec: dict) -> List[str]:
+    status = rec.get("status", "?")
+    parts = [status]
+    if rec.get("yaw") is not None:
+        parts.append(f"yaw {rec['yaw']:.0f}")
+    conf = rec.get("quality", rec.get("confidence"))
+    if conf is not None:
+        parts.append(f"q {conf:.2f}")
+    if rec.get("pose"):
+        parts.append(str(rec["pose"]))
+    lines = ["  ".join(parts)]
+    if rec.get("reason") and rec.get("reason") != "ok":
+        lines.append(str(rec["reason"])[:40])
+    return lines
+
+
 def write_contact_sheet(out: os.PathLike, records: Sequence, angles: Sequence[int] = ANGLES, rows: int = 8,
-                        height: int = 128, width: int = 64, path: Optional[os.PathLike] = None) -> Optional[str]:
-    """A PNG of up to ``rows`` images (spread over the list) next to their maps at 0° and each angle."""
+                        height: int = 128, width: int = 64, path: Optional[os.PathLike] = None,
+                        columns: int = CONTACT_COLUMNS) -> Optional[str]:
+    """A PNG grid of up to ``rows`` × ``columns`` images (spread over the list).
+
+    Each cell: the image, the 0° map laid over it, and the maps at 0° and every angle at half size,
+    with the file name and, from ``structures.jsonl``, status, yaw, quality (or confidence), pose
+    and the reason of a fallback or a flagged estimate written under it.
+    """
     out = Path(out)
     chosen = [r for r in records if is_complete(out, r, angles)]
     if not chosen:
         return None
-    step = max(1, len(chosen) // rows)
-    chosen = chosen[::step][:rows]
+    want = max(1, rows * columns)
+    step = max(1, len(chosen) // want)
+    chosen = chosen[::step][:want]
     known = read_records(out)
-    label_h, pad = 14, 2
-    cols = 1 + 1 + len(angles)
-    sheet = Image.new("RGB", (cols * (width + pad) + pad, label_h + len(chosen) * (height + label_h + pad)), (24, 24, 24))
+    pad, text_h = 4, 36
+    all_angles = (0, *angles)
+    per_row = (len(all_angles) + 1) // 2
+    th, tw = height // 2, width // 2
+    cell_w = 2 * width + per_row * tw + 3 * pad
+    cell_h = height + text_h
+    cols = min(columns, len(chosen))
+    nrows = (len(chosen) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * cell_w + pad, nrows * (cell_h + pad) + pad), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    for c, text in enumerate(["image", "0", *[str(a) for a in angles]]):
-        draw.text((pad + c * (width + pad) + 2, 1), text, fill=(220, 220, 220))
     for i, record in enumerate(chosen):
-        y = label_h + i * (height + label_h + pad)
-        tiles = [Image.open(record.path).convert("RGB")]
-        tiles += [Image.open(structure_path(out, record, a)).convert("RGB") for a in (0, *angles)]
-        for c, tile in enumerate(tiles):
-            sheet.paste(tile.resize((width, height), Image.BILINEAR), (pad + c * (width + pad), y))
+        x = pad + (i % cols) * cell_w
+        y = pad + (i // cols) * (cell_h + pad)
+        image = Image.open(record.path).convert("RGB").resize((width, height), Image.BILINEAR)
+        maps = [Image.open(structure_path(out, record, a)).convert("L").resize((width, height), Image.BILINEAR)
+                for a in all_angles]
+        overlay = np.asarray(image, dtype=np.float32).copy()
+        body = np.asarray(maps[0]) > 20
+        overlay[body] = 0.55 * overlay[body] + 0.45 * np.array([255.0, 0.0, 255.0])
+        sheet.paste(image, (x, y))
+        sheet.paste(Image.fromarray(overlay.astype(np.uint8)), (x + width + pad, y))
+        for k, (angle, grey) in enumerate(zip(all_angles, maps)):
+            tx = x + 2 * (width + pad) + (k % per_row) * tw
+            ty = y + (k // per_row) * th
+            sheet.paste(grey.resize((tw, th), Image.BILINEAR).convert("RGB"), (tx, ty))
+            draw.text((tx + 1, ty), str(angle), fill=(90, 200, 255))
         rec = known.get((record.split, record.relpath), {})
-        yaw = rec.get("yaw")
-        caption = f"{record.relpath[:28]}  {rec.get('status', '?')}" + (f" yaw {yaw:.0f}" if yaw is not None else "")
-        draw.text((pad + 2, y + height + 1), caption, fill=(200, 200, 120))
+        lines = [record.relpath[-34:]] + _caption(rec)
+        colour = (200, 200, 120) if rec.get("status") in ("detected", "truth", "smpl") else (255, 150, 100)
+        for j, line in enumerate(lines[:3]):
+            draw.text((x + 1, y + height + 1 + 11 * j), line, fill=(220, 220, 220) if j == 0 else colour)
     target = Path(path) if path is not None else out / CONTACT_SHEET
     sheet.save(target)
     return str(target)
