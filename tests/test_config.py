@@ -127,3 +127,14 @@ def test_validate_config_names_every_bad_value_in_one_line():
     assert "\n" not in message
     # Adam at an absurd-but-possible rate is a warning, not an error
     assert any("very large for Adam" in w for w in validate_config(load_config(None, ["optim.lr=0.5"])))
+
+
+def test_validate_config_checks_nesterov():
+    from gclreid.config import validate_config
+    with pytest.raises(ConfigError, match=r"optim.nesterov=true needs optim.name=sgd \(got 'adam'\)"):
+        validate_config(load_config(None, ["optim.name=adam", "optim.nesterov=true"]))
+    with pytest.raises(ConfigError, match=r"optim.nesterov=true needs optim.momentum > 0 \(got 0.0\)"):
+        validate_config(load_config(None, ["optim.name=sgd", "optim.momentum=0", "optim.nesterov=true"]))
+    assert validate_config(load_config(None, ["optim.name=sgd", "optim.nesterov=true"])) == []
+    warnings = validate_config(load_config(None, ["train.method=dgnet", "optim.name=sgd", "optim.nesterov=true"]))
+    assert any("dgnet.nesterov" in w for w in warnings)

@@ -47,3 +47,29 @@ def test_schedules():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.02) and opt.param_groups[0]["base_lr"] == 0.2
     apply_lr_schedule(opt, step, 0, 30)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_nesterov_reaches_sgd_and_needs_sgd_with_momentum():
+    model = nn.Linear(2, 2)
+    assert build_optimizer([model], OptimConfig(name="sgd", nesterov=True), 8).param_groups[0]["nesterov"] is True
+    assert build_optimizer([model], OptimConfig(name="sgd"), 8).param_groups[0]["nesterov"] is False  # default
+    with pytest.raises(ConfigError, match=r"optim.nesterov=true needs optim.name=sgd \(got 'adam'\)"):
+        build_optimizer([model], OptimConfig(name="adam", nesterov=True), 8)
+    with pytest.raises(ConfigError, match="optim.nesterov=true needs optim.momentum > 0"):
+        build_optimizer([model], OptimConfig(name="sgd", momentum=0.0, nesterov=True), 8)
+
+
+def test_a_fixed_lr_factor_overrides_the_schedule_until_released():
+    from gclreid.engine.optim import fix_lr_factor
+    step = OptimConfig(schedule="step", milestones=[10], gamma=0.1)
+    opt = torch.optim.Adam(nn.Linear(2, 2).parameters(), lr=1e-4)
+    fix_lr_factor(opt, 1.0)
+    assert apply_lr_schedule(opt, step, 15, 20) == 1.0 and opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+    fix_lr_factor(opt, 0.1)
+    apply_lr_schedule(opt, step, 0, 20)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
+    fix_lr_factor(opt, None)
+    apply_lr_schedule(opt, step, 15, 20)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5) and opt.param_groups[0]["base_lr"] == 1e-4
+    apply_lr_schedule(opt, step, 5, 20)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)

@@ -89,6 +89,7 @@ class OptimConfig:
     lr_batch_scale: int = 0  # >0: lr is scaled by batch_size / lr_batch_scale (TMP: 0.3 x batch/256)
     weight_decay: float = 5e-4
     momentum: float = 0.9  # sgd and lars
+    nesterov: bool = False  # Nesterov momentum (sgd only, momentum > 0); the official GCL stage 3 uses it
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam
     exclude_bias_bn: bool = False  # no weight decay (and no LARS adaptation) for biases and norm layers
     lars_eta: float = 0.001  # LARS trust coefficient
@@ -119,6 +120,12 @@ class TrainConfig:
     iters_per_epoch: int = 0  # 0 = one pass over the epoch's training set
     batch_size: int = 64
     bn_batch_size: int = 0  # >0: BatchNorm statistics over chunks of this many images (like per-GPU BN)
+    # torchrun with several processes: BatchNorm statistics over the whole global batch (SyncBatchNorm, GPUs
+    # only) instead of each process's share; see docs/training.md "Multi-GPU and multi-node".
+    sync_bn: bool = False
+    # BatchNorm layers stay in eval mode while training: they normalise with their running statistics (from
+    # train.init / ImageNet), which never change; results then do not depend on how the batch is split.
+    freeze_bn: bool = False
     num_instances: int = 4  # K images per identity/cluster in a batch (identity sampler); 0 = plain shuffle
     temperature: float = 0.05
     memory_momentum: float = 0.2  # cluster contrast: centroid momentum update
@@ -186,6 +193,10 @@ class GCLConfig:
     lr_d: float = 1e-4  # Adam, discriminator
     betas_gd: List[float] = field(default_factory=lambda: [0.0, 0.999])
     weight_decay_gd: float = 5e-4
+    # Stage 3 lr of G and D: paper (the optim schedule, x0.1 after epoch 10, as Eid) | official_current_torch
+    # (constant lr_g / lr_d: the official code's rebuilt schedulers on torch >= 1.4) | official_torch12
+    # (lr x gamma^len(milestones) throughout: the same code under its pinned torch 1.2). docs/training.md
+    gd_schedule: str = "paper"
     view_contrast: str = "paper"  # preset of the view-contrast options: paper | official
     lvi2_positive: str = ""  # live (paper Eq. 7) | memory (code); empty = the preset's
     shared_positive: Optional[bool] = None  # one f_pos for Eq. 6 and 8 (paper) vs independent (code)
@@ -198,6 +209,10 @@ class GCLConfig:
     # lvi3, contrast_only (L_vi without generation: sim(f, f_pos) against memory negatives).
     losses: List[str] = field(default_factory=lambda: ["gan", "lvi", "lvi2", "lvi3"])
     augment: bool = False  # traditional augmentation (data.transforms) of the real image (code: none)
+    # Stage 3: what plays x'_new in the view-invariant losses (Eq. 6-8): generated (the method) | true_view
+    # (the dataset's true novel view at the drawn angle, SynthReID's views/: the oracle) | flip (the
+    # input mirrored) | input (the input itself). Generation and its losses are the same in every case.
+    views: str = "generated"
     # Stage 3: Eid's BN running statistics (used by test features) come from the real images only
     # (freeze), or also move on the three passes over generated images (update, official code).
     fake_bn: str = "freeze"
@@ -269,6 +284,13 @@ class RunConfig:
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     deterministic: bool = False
+    # torchrun: the longest (seconds) a process waits for the others (rank 0 clusters and evaluates alone;
+    # a process that died or hangs ends the job after this at the latest).
+    dist_timeout: float = 1800.0
+    # Written by `gclreid train` (any value given is replaced): the number of processes (torchrun) and each
+    # one's share of train.batch_size (the global batch).
+    world_size: int = 1
+    batch_per_rank: int = 0
 
 
 @dataclass
@@ -370,6 +392,9 @@ ADAM_WARN_LR = 0.1
 # Methods whose training batches come from train.num_instances (identity sampler when > 0).
 _SAMPLER_METHODS = ("tmp", "cluster_contrast", "supervised")
 _CLUSTER_METHODS = ("tmp", "cluster_contrast", "gcl")
+# gcl.gd_schedule and gcl.views (docs/training.md, GCL).
+GD_SCHEDULES = ("paper", "official_current_torch", "official_torch12")
+VIEW_POSITIVES = ("generated", "true_view", "flip", "input")
 
 
 def validate_config(cfg) -> List[str]:
@@ -416,6 +441,13 @@ def validate_config(cfg) -> List[str]:
     number("train.iters_per_epoch", t.iters_per_epoch, minimum=0)
     number("train.num_instances", t.num_instances, minimum=0)
     number("train.bn_batch_size", t.bn_batch_size, minimum=0)
+    if t.sync_bn and isinstance(t.bn_batch_size, int) and t.bn_batch_size > 0:
+        problems.append(f"train.sync_bn=true normalises over the whole global batch, train.bn_batch_size="
+                        f"{t.bn_batch_size} over chunks of it: set one of them")
+    if t.sync_bn and t.freeze_bn:
+        problems.append("train.sync_bn=true and train.freeze_bn=true: frozen BatchNorm has no batch statistics to "
+                        "synchronise; set one of them")
+    number("run.dist_timeout", r.dist_timeout, above=0)
     number("train.log_every", t.log_every, minimum=1)
     number("train.eval_every", t.eval_every, minimum=0)
     number("train.max_grad_norm", t.max_grad_norm, minimum=0)
@@ -434,6 +466,13 @@ def validate_config(cfg) -> List[str]:
     number("optim.lr_batch_scale", o.lr_batch_scale, minimum=0)
     number("optim.weight_decay", o.weight_decay, minimum=0)
     number("optim.momentum", o.momentum, minimum=0, maximum=1)
+    if o.nesterov is True and o.name != "sgd":
+        problems.append(f"optim.nesterov=true needs optim.name=sgd (got {o.name!r})")
+    elif o.nesterov is True and isinstance(o.momentum, (int, float)) and not o.momentum > 0:
+        problems.append(f"optim.nesterov=true needs optim.momentum > 0 (got {o.momentum})")
+    if o.nesterov is True and method == "dgnet":
+        warnings_.append("optim.nesterov is ignored by train.method=dgnet: its appearance encoder's SGD follows "
+                         "dgnet.nesterov")
     number("optim.gamma", o.gamma, above=0)
     number("optim.warmup_epochs", o.warmup_epochs, minimum=0)
     number("eval.batch_size", e.batch_size, minimum=1)
@@ -451,6 +490,11 @@ def validate_config(cfg) -> List[str]:
     if method == "gcl":
         lr("gcl.lr_g", cfg.gcl.lr_g)
         lr("gcl.lr_d", cfg.gcl.lr_d)
+        choice("gcl.gd_schedule", cfg.gcl.gd_schedule, GD_SCHEDULES)
+        choice("gcl.views", cfg.gcl.views, VIEW_POSITIVES)
+        if cfg.gcl.gd_schedule == "official_torch12" and o.schedule == "cosine":
+            problems.append("gcl.gd_schedule=official_torch12 reproduces a MultiStepLR: it needs optim.schedule=step "
+                            "or constant, not cosine")
     if method == "dgnet":
         lr("dgnet.lr_g", cfg.dgnet.lr_g)
         lr("dgnet.lr_d", cfg.dgnet.lr_d)

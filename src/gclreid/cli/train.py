@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import warnings
 
 from .common import add_config_arguments, config_from_args
@@ -23,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  gclreid train --config configs/tmp_synthreid.yaml --resume   # continue from run.out/last.pt\n"
                "  gclreid train --config configs/tmp_synthreid.yaml --resume train.epochs=400   # train longer\n"
                "  gclreid train --config configs/tmp_synthreid.yaml --resume --allow-changes optim.lr=0.1\n"
-               "  gclreid train --config configs/tmp_synthreid.yaml --overwrite   # start the run over",
+               "  gclreid train --config configs/tmp_synthreid.yaml --overwrite   # start the run over\n"
+               "  torchrun --nproc_per_node 4 -m gclreid train --config configs/cluster_contrast_market1501.yaml"
+               "   # 4 GPUs (docs/training.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                    help="resume from CHECKPOINT, or from <run.out>/last.pt when no path is given (an error "
@@ -52,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning  # dataset count warnings and the like: one log line each
         record = train(cfg, resume=args.resume, overwrite=args.overwrite, allow_changes=args.allow_changes)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports for all processes
+        return 0
     ev = record.get("eval")
     if ev:
         print(f"final: mAP {100 * ev['mAP']:.2f}%  rank-1 {100 * ev['rank1']:.2f}%  (run folder {cfg.run.out})")

@@ -12,7 +12,7 @@ from .images import BadImageWarning, ImageDataset, check_images, load_image
 from .transforms import (IMAGENET_MEAN, IMAGENET_STD, ColorJitter, Compose, GaussianBlur, PadCrop,
                          RandomErasing, RandomHorizontalFlip, RandomRotation, Resize, ToTensorNormalize,
                          build_test_transform, build_train_transform, denormalize, tensor_to_pil)
-from .samplers import RandomIdentitySampler, build_loader, seed_worker
+from .samplers import RandomIdentitySampler, ShardedSampler, build_loader, seed_worker
 from .validation import hold_out_identities
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "ColorJitter", "Compose", "GaussianBlur", "PadCrop", "RandomErasing",
     "RandomHorizontalFlip", "RandomRotation", "Resize", "ToTensorNormalize", "build_test_transform",
     "build_train_transform", "denormalize", "tensor_to_pil",
-    "RandomIdentitySampler", "build_loader", "seed_worker", "hold_out_identities",
+    "RandomIdentitySampler", "ShardedSampler", "build_loader", "seed_worker", "hold_out_identities",
 ]

@@ -1,12 +1,14 @@
 """Batch samplers and DataLoader construction with reproducible seeding."""
 from __future__ import annotations
 
+import functools
+import itertools
 import random
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from ..errors import GclreidError
 
@@ -99,28 +101,74 @@ class RandomIdentitySampler(Sampler[int]):
         return len(self._epoch_indices())
 
 
-def seed_worker(worker_id: int) -> None:
+class ShardedSampler(Sampler):
+    """One process's share of another sampler's batches, for distributed training.
+
+    The order of `sampler` is cut into global batches of ``batch_size × world`` items (an incomplete
+    last one is dropped), and rank `rank` yields items ``[rank·batch_size, (rank+1)·batch_size)`` of
+    each. Every rank must build `sampler` with the same seed: the shares then never overlap, and in
+    rank order they are exactly the batches one process with a batch of ``batch_size × world`` gets
+    (P×K identity batches keep their composition). Use with ``DataLoader(batch_size=batch_size)``.
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int, rank: int, world: int) -> None:
+        if world < 1 or not 0 <= rank < world or batch_size < 1:
+            raise GclreidError(f"sharded sampler: rank {rank} of {world} with batch_size {batch_size}")
+        self.sampler, self.batch_size, self.rank, self.world = sampler, batch_size, rank, world
+
+    def __iter__(self) -> Iterator:
+        items = iter(self.sampler)
+        size, lo = self.batch_size * self.world, self.rank * self.batch_size
+        while True:
+            batch = list(itertools.islice(items, size))
+            if len(batch) < size:
+                return
+            yield from batch[lo:lo + self.batch_size]
+
+    def __len__(self) -> int:
+        return len(self.sampler) // (self.batch_size * self.world) * self.batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def seed_worker(worker_id: int, rank: int = 0) -> None:
     """DataLoader ``worker_init_fn``: seed Python's and numpy's RNG from the worker's torch seed
-    (which DataLoader derives from its generator and the worker id)."""
+    (which DataLoader derives from its generator and the worker id). ``rank`` > 0 (distributed
+    training, whose ranks share the loader's seed) moves all three to a stream of the rank's own."""
     seed = torch.initial_seed() % 2**32
+    if rank:
+        seed = int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+        torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
 
 
 def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, sampler: Optional[Sampler] = None,
                  workers: int = 0, seed: Optional[int] = None, drop_last: bool = False,
-                 pin_memory: Optional[bool] = None, persistent_workers: bool = False) -> DataLoader:
+                 pin_memory: Optional[bool] = None, persistent_workers: bool = False,
+                 shard: Optional[Tuple[int, int]] = None) -> DataLoader:
     """A DataLoader whose shuffling and worker RNGs follow ``seed`` (None: torch's global RNG).
 
     ``shuffle=True`` uses torch's :class:`RandomSampler` (plain shuffling); pass ``sampler`` for
-    another order, e.g. :class:`RandomIdentitySampler`. Workers are seeded by :func:`seed_worker`."""
+    another order, e.g. :class:`RandomIdentitySampler`. Workers are seeded by :func:`seed_worker`.
+    ``shard=(rank, world)`` (distributed training): batches of ``batch_size`` are this rank's share of
+    global batches of ``batch_size × world`` (:class:`ShardedSampler`); every rank must pass the same
+    ``seed`` (with ``shuffle``) or a sampler built with the same seed."""
     if sampler is not None and shuffle:
         raise GclreidError("build_loader: give either shuffle=True or a sampler, not both")
     generator = torch.Generator()
     generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()) if seed is None else int(seed))
     if shuffle:
         sampler = RandomSampler(dataset, generator=generator)
+    worker_init = seed_worker
+    if shard is not None and shard[1] > 1:
+        rank, world = shard
+        sampler = ShardedSampler(sampler if sampler is not None else SequentialSampler(dataset), batch_size, rank,
+                                 world)
+        worker_init = functools.partial(seed_worker, rank=rank)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      worker_init_fn=seed_worker if workers > 0 else None, generator=generator,
+                      worker_init_fn=worker_init if workers > 0 else None, generator=generator,
                       drop_last=drop_last, pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       persistent_workers=persistent_workers and workers > 0)

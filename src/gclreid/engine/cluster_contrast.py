@@ -6,6 +6,7 @@ import torch
 
 from ..config import ConfigError
 from ..losses import ClusterMemory
+from . import distributed
 from .common import forward_chunks
 from .data import labelled_loader
 from .method import register_method
@@ -38,5 +39,6 @@ class ClusterContrast(PseudoLabelMethod):
             out = forward_chunks(self.encoder, images, self.cfg.train.bn_batch_size)
         loss = self.memory.loss(out.embedding, labels)
         self.optimise(loss)
-        self.memory.update(out.embedding, labels)
+        # Under torchrun every rank applies the whole global batch, so all hold the same centroids.
+        self.memory.update(distributed.all_gather(out.embedding), distributed.all_gather(labels))
         return {"loss": loss.detach()}

@@ -91,13 +91,16 @@ def running_stats_frozen(module: nn.Module, frozen: bool = True):
 def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.device,
                    desc: str = "training-set features") -> torch.Tensor:
     """L2-normalised embeddings of `records` with the test transform (for clustering). Progress lines
-    go to the ``gclreid`` log (shown when logging is on, e.g. ``gclreid train``)."""
+    go to the ``gclreid`` log (shown when logging is on, e.g. ``gclreid train``). Under torchrun each
+    rank embeds its block of the records and every rank gets all of them, in order."""
     from ..data import ImageDataset, build_loader, build_test_transform
     from ..evaluation import extract_features
-    images = ImageDataset(records, build_test_transform(cfg.data))
+    from . import distributed
+    lo, hi = distributed.shard_range(len(records))
+    images = ImageDataset(records[lo:hi], build_test_transform(cfg.data))
     loader = build_loader(images, cfg.eval.batch_size, workers=cfg.data.workers)
     features, _, _ = extract_features(encoder, loader, device, flip=False, progress=log, desc=desc)
-    return features
+    return distributed.all_gather_shards(features)
 
 
 def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = (), epoch: int = 0,

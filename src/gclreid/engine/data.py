@@ -52,8 +52,10 @@ def labelled_loader(records: Sequence, labels: np.ndarray, cfg, two_views: bool)
 
     With train.num_instances > 0 batches hold P clusters × K images (identity sampler), else plain
     shuffling. Incomplete last batches are dropped (BatchNorm and in-batch contrast need full ones).
+    Under torchrun every rank draws the same global batches of train.batch_size and loads its share.
     """
     from ..data import ImageDataset, RandomIdentitySampler, build_loader, build_train_transform
+    from . import distributed
     t = cfg.train
     keep = np.flatnonzero(np.asarray(labels) >= 0)
     if len(keep) < t.batch_size:
@@ -62,11 +64,13 @@ def labelled_loader(records: Sequence, labels: np.ndarray, cfg, two_views: bool)
     transform = build_train_transform(cfg.data)
     images = ImageDataset([records[i] for i in keep], TwoViews(transform) if two_views else transform,
                           labels=[int(labels[i]) for i in keep])
+    batch, shard = distributed.rank_batch(t.batch_size), distributed.shard_spec()
     if t.num_instances > 0:
-        sampler = RandomIdentitySampler(images.labels, t.num_instances, t.batch_size)
-        loader = build_loader(images, t.batch_size, sampler=sampler, workers=cfg.data.workers, drop_last=True)
+        sampler = RandomIdentitySampler(images.labels, t.num_instances, t.batch_size, seed=distributed.shared_seed())
+        loader = build_loader(images, batch, sampler=sampler, workers=cfg.data.workers, drop_last=True, shard=shard)
     else:
-        loader = build_loader(images, t.batch_size, shuffle=True, workers=cfg.data.workers, drop_last=True)
+        loader = build_loader(images, batch, shuffle=True, workers=cfg.data.workers, drop_last=True,
+                              seed=distributed.shared_seed(), shard=shard)
     if len(loader) == 0:
         raise DatasetError(f"no complete batch of {t.batch_size} images this epoch ({len(keep)} labelled images; "
                            f"with num_instances={t.num_instances} an identity sampler needs enough clusters)")

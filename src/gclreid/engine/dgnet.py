@@ -52,6 +52,7 @@ from ..losses import (fine_grained_loss, generated_identity_loss, l1_reconstruct
 from ..losses.gan import GAN_TYPES
 from ..models import build_appearance_encoder, build_discriminator, build_generator, build_identity_encoder
 from ..models.appearance_encoder import TEST_FEATURES
+from . import distributed
 from .common import forward_chunks
 from .data import Limited, usable_train_records
 from .method import Method, register_method
@@ -387,10 +388,11 @@ class DGNet(Method):
         t = self.cfg.train
         if self._pairs is None:
             self._pairs = self._pair_dataset()
-        sampler = PairSampler(self.labels, allow_self_positive=self.cfg.dgnet.single_image_ids == "self",
-                              usable=self.usable)
-        loader = build_loader(self._pairs, t.batch_size, sampler=sampler, workers=self.cfg.data.workers,
-                              drop_last=True)
+        # Under torchrun every rank draws the same global batches (rank 0's seed) and loads its share.
+        sampler = PairSampler(self.labels, seed=distributed.shared_seed(),
+                              allow_self_positive=self.cfg.dgnet.single_image_ids == "self", usable=self.usable)
+        loader = build_loader(self._pairs, distributed.rank_batch(t.batch_size), sampler=sampler,
+                              workers=self.cfg.data.workers, drop_last=True, shard=distributed.shard_spec())
         if len(loader) == 0:
             raise DatasetError(f"no complete batch of {t.batch_size} pairs: only {len(sampler)} usable training images "
                                f"(train.batch_size={t.batch_size})")
@@ -450,7 +452,8 @@ class DGNet(Method):
         if w["code"] > 0 or w["cycle"] > 0:
             f_a_rec, f_b_rec = frozen.flat_parts().split(n)
             swapped = torch.cat([r["x_ab"], r["x_ba"]])  # structure of a, structure of b
-            if float(torch.rand(())) < d.structure_reencode_p:
+            # one draw for all ranks (rank 0's, under torchrun): every rank trains the same networks
+            if distributed.from_main(lambda: float(torch.rand(()))) < d.structure_reencode_p:
                 s_rec = gen.encode_structure(to_gray(swapped.detach()))
             else:
                 s_rec = frozen_forward(gen.structure_encoder, to_gray(swapped))
@@ -506,7 +509,7 @@ class DGNet(Method):
         n = len(r["l_a"])
         accuracy = (r["logits_prim"][:n].argmax(1) == r["l_a"]).float().mean()
         g = self.cfg.dgnet.grid_every
-        if g > 0 and self.ramps.iteration % g == 0:
+        if g > 0 and self.ramps.iteration % g == 0 and distributed.is_main():
             self.save_swap_grids(f"iter_{self.ramps.iteration:07d}")
         logged = {k: v.detach() for k, v in losses.items()}
         logged.update(loss=total.detach(), d_total=d_loss.total.detach(), d_r1=d_loss.r1.detach(),

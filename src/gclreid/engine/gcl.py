@@ -13,6 +13,9 @@ stage 3). Stage 2 freezes Eid's parameters (no gradients computed for them) and 
 (eval mode); gradients still flow through it to the generated images for L_feat. Stage 3 keeps a
 memory bank of all training images (Eq. 5), clusters it every epoch and trains everything jointly.
 
+``gcl.views`` chooses the image that plays x'_new in the view-invariant losses (the generated view,
+or as oracle and controls the true view, the mirrored input, the input); generation is unchanged.
+
 To see it work: PNG grids of fixed training and test images at the end of every epoch (and every
 ``gcl.grid_every`` iterations), and, on datasets with true novel views (SynthReID's ``views/``),
 SSIM/PSNR/L1 of the generated views against them in each epoch record (``generation``).
@@ -20,7 +23,9 @@ SSIM/PSNR/L1 of the generated views against them in each epoch record (``generat
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import math
 import random
 from pathlib import Path
 from typing import Dict, Optional
@@ -30,17 +35,18 @@ import torch
 from torch.utils.data import SubsetRandomSampler
 
 from ..checkpoint import load_model_state, read_checkpoint
-from ..config import ConfigError, OptimConfig
+from ..config import GD_SCHEDULES, VIEW_POSITIVES, ConfigError, OptimConfig
 from ..errors import CheckpointError
-from ..losses import (ViewContrastLoss, discriminator_loss, feature_reconstruction_loss, generator_adversarial_loss,
-                      image_reconstruction_loss)
+from ..losses import (ViewContrastLoss, ViewSample, discriminator_loss, feature_reconstruction_loss,
+                      generator_adversarial_loss, image_reconstruction_loss)
 from ..models import build_discriminator, build_generator, flatten_parts
 from ..structures import ANGLES, structure_path
 from ..structures.layout import structure_split
-from .common import build_encoder, running_stats_frozen, train_features, update_pseudo_labels
+from . import distributed
+from .common import build_encoder, forward_chunks, running_stats_frozen, train_features, update_pseudo_labels
 from .data import Limited, usable_train_records
 from .method import Method, register_method
-from .optim import build_optimizer
+from .optim import build_optimizer, fix_lr_factor, lr_factor
 from .recompute import recompute_cheap_ops
 
 log = logging.getLogger("gclreid")
@@ -57,6 +63,11 @@ def _requires_grad(module: torch.nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def true_view_path(views_root, record, angle: int) -> Path:
+    """SynthReID's true novel view of `record` turned by `angle`: ``<views_root>/<train|test>/view_<deg>/<file>``."""
+    return Path(views_root) / structure_split(record) / f"view_{int(angle)}" / record.relpath
+
+
 @register_method("gcl")
 class GCL(Method):
     def __init__(self, cfg, dataset, device):
@@ -71,6 +82,20 @@ class GCL(Method):
             raise ConfigError("gcl.stage=2 trains the generator: gcl.losses must include 'gan'")
         if g.fake_bn not in ("update", "freeze"):
             raise ConfigError(f"gcl.fake_bn={g.fake_bn!r}: expected 'update' (official) or 'freeze'")
+        if g.gd_schedule not in GD_SCHEDULES:
+            raise ConfigError(f"gcl.gd_schedule={g.gd_schedule!r}: expected one of {', '.join(GD_SCHEDULES)}")
+        if g.views not in VIEW_POSITIVES:
+            hint = " (YAML reads a bare true as a boolean: the oracle is true_view)" if g.views == "True" else ""
+            raise ConfigError(f"gcl.views={g.views!r}: expected one of {', '.join(VIEW_POSITIVES)}{hint}")
+        # gcl.views only matters where the view-invariant losses run: stage 3 with generation.
+        self.view_positive_used = g.stage == 3 and "gan" in g.losses and bool({"lvi", "lvi2", "lvi3"} & set(g.losses))
+        if g.views != "generated" and not self.view_positive_used:
+            log.warning("gcl.views=%s has no effect: it replaces x'_new in the view-invariant losses, which this run "
+                        "(gcl.stage=%s, gcl.losses=%s) does not compute", g.views, g.stage, list(g.losses))
+        if g.views == "true_view" and self.view_positive_used and not self.views_root().is_dir():
+            raise ConfigError(f"gcl.views=true_view needs the dataset's true novel views, but {self.views_root()} "
+                              "does not exist (SynthReID writes them under <data.root>/views/ unless made with "
+                              "--no-views; other datasets have none): use gcl.views=generated, flip or input")
         self.records = usable_train_records(dataset, cfg)
         encoder = build_encoder(cfg, device)
         generator = build_generator(cfg.generator, encoder.part_dim).to(device)
@@ -85,6 +110,10 @@ class GCL(Method):
         }
         if g.stage == 3:
             self.optimizers["identity_encoder"] = build_optimizer([encoder], cfg.optim, cfg.train.batch_size)
+            gd_factor = self._gd_lr_factor()
+            if gd_factor is not None:
+                for name in ("generator", "discriminator"):
+                    fix_lr_factor(self.optimizers[name], gd_factor)
         self.contrast: Optional[ViewContrastLoss] = None
         if g.stage == 3:
             options = {k: getattr(g, k) for k in ("shared_positive", "outliers_as_negatives", "anchor_as_positive")
@@ -130,16 +159,40 @@ class GCL(Method):
             load_model_state(self.models[name], payload["models"][name], source=f"model {name!r} in {path}")
         log.info("loaded %s from %s", ", ".join(found), path)
 
+    def _gd_lr_factor(self) -> Optional[float]:
+        """Stage 3's fixed lr factor of G and D under ``gcl.gd_schedule`` (None: they follow the optim schedule).
+
+        The official code rebuilds the G/D MultiStepLR schedulers for stage 3 with ``last_epoch`` = the
+        stage-2 iteration count (tens of thousands): on torch >= 1.4 (chainable schedulers) the lr then
+        never reaches a milestone and stays at lr_g / lr_d; on its pinned torch 1.2 (closed form
+        ``base_lr * gamma ** bisect(milestones, last_epoch)``) every milestone has already passed.
+        """
+        g, o = self.cfg.gcl, self.cfg.optim
+        if g.gd_schedule == "paper":
+            return None
+        if g.gd_schedule == "official_current_torch":
+            return 1.0
+        if o.schedule == "cosine":
+            raise ConfigError("gcl.gd_schedule=official_torch12 reproduces a MultiStepLR: it needs optim.schedule=step "
+                              "or constant, not cosine")
+        return lr_factor(o, math.inf, self.cfg.train.epochs)  # all milestones passed: gamma ** len(milestones)
+
     def structure_root(self) -> Path:
         return Path(self.cfg.gcl.structure_root or Path(self.cfg.data.root) / "structures")
 
-    def _dataset(self, records, augment: bool):
+    def _dataset(self, records, augment: bool, views: bool = False):
+        """The StructureDataset of `records`; with `views` its items also hold ``view_new``, the true novel
+        view at the drawn angle (test transform: resized and normalised like the generator's output)."""
         from ..data import build_test_transform, build_train_transform
         from ..structures import StructureDataset
         d = self.cfg.data
         transform = build_train_transform(d) if augment else build_test_transform(d)
+        extra = {}
+        if views:
+            extra = dict(view_path=functools.partial(true_view_path, self.views_root()),
+                         view_transform=build_test_transform(d))
         return StructureDataset(records, self.structure_root(), transform, d.height, d.width,
-                                angles=tuple(self.cfg.gcl.angles))
+                                angles=tuple(self.cfg.gcl.angles), **extra)
 
     # -- epoch ------------------------------------------------------------------------------------------
     def start_epoch(self, epoch):
@@ -148,10 +201,11 @@ class GCL(Method):
         if not self.memory_ready:
             self.contrast.memory.initialise(train_features(self.encoder, self.records, self.cfg, self.device))
             self.memory_ready = True
-        # GCL clusters the memory bank (momentum-averaged features), not freshly extracted ones.
-        self.labels, stats = update_pseudo_labels(self.contrast.memory.features.cpu(), self.cfg,
-                                                  [r.pid for r in self.records], epoch,
-                                                  cameras=[r.camid for r in self.records])
+        # GCL clusters the memory bank (momentum-averaged features), not freshly extracted ones; under
+        # torchrun once, on rank 0 (every rank holds the same bank and gets its labels).
+        self.labels, stats = distributed.on_main(lambda: update_pseudo_labels(
+            self.contrast.memory.features.cpu(), self.cfg, [r.pid for r in self.records], epoch,
+            cameras=[r.camid for r in self.records]))
         self.contrast.memory.set_labels(self.labels)
         return stats
 
@@ -159,17 +213,20 @@ class GCL(Method):
         from ..data import build_loader
         t = self.cfg.train
         if self._items is None:
-            self._items = self._dataset(self.records, self.cfg.gcl.augment)
+            self._items = self._dataset(self.records, self.cfg.gcl.augment,
+                                        views=self.cfg.gcl.views == "true_view" and self.view_positive_used)
         # Stage 3 trains on clustered images only (as the official code); `index` stays the memory row.
         keep = np.arange(len(self.records)) if self.cfg.gcl.stage == 2 else np.flatnonzero(self.labels >= 0)
         if len(keep) < t.batch_size:
             from ..errors import DatasetError
             raise DatasetError(f"only {len(keep)} training images are usable this epoch, fewer than one batch "
                                f"(train.batch_size={t.batch_size})")
-        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        # Under torchrun every rank draws the same global batches (rank 0's seed) and loads its share.
+        seed = distributed.from_main(lambda: int(torch.randint(0, 2**62, ()).item()))
+        generator = torch.Generator().manual_seed(seed)
         sampler = SubsetRandomSampler(keep.tolist(), generator=generator)
-        loader = build_loader(self._items, t.batch_size, sampler=sampler, workers=self.cfg.data.workers,
-                              drop_last=True)
+        loader = build_loader(self._items, distributed.rank_batch(t.batch_size), sampler=sampler,
+                              workers=self.cfg.data.workers, drop_last=True, shard=distributed.shard_spec())
         return Limited(loader, t.iters_per_epoch)
 
     def train_mode(self):
@@ -182,12 +239,12 @@ class GCL(Method):
     def encode_generated(self, images: torch.Tensor):
         """Eid on generated images; its BN running statistics move only with ``gcl.fake_bn=update``."""
         with running_stats_frozen(self.encoder, self.cfg.gcl.fake_bn == "freeze"):
-            return self.encoder(images)
+            return forward_chunks(self.encoder, images, self.cfg.train.bn_batch_size)
 
     def generate(self, x, s0, s1, with_cycle: bool = True) -> Dict[str, torch.Tensor]:
         """All forward passes of one iteration (no losses): the dict holds every image and feature."""
         eid, gen = self.encoder, self.models["generator"]
-        out = eid(x)
+        out = forward_chunks(eid, x, self.cfg.train.bn_batch_size)
         code0, code1 = gen.encode_structure(s0), gen.encode_structure(s1)
         x_ori = self.decode(code0, out.parts)
         x_new = self.decode(code1, out.parts)
@@ -197,6 +254,25 @@ class GCL(Method):
         if with_cycle:
             r["x_cycle"] = self.decode(code0, out_new.parts)
         return r
+
+    def view_positive(self, batch, r: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """The image that plays x'_new in Eq. 6-8 under ``gcl.views``: the generated view (``generated``),
+        the true novel view at the same angle (``true_view``), the input mirrored (``flip``) or the input
+        itself (``input``); `r` is :meth:`generate`'s output for the batch. Only the contrast sees it:
+        the generation losses always use the generator's own x'_new."""
+        views = self.cfg.gcl.views
+        if views == "generated":
+            return r["x_new"]
+        if views == "true_view":
+            if "view_new" not in batch:
+                raise ConfigError("gcl.views=true_view but the batch holds no true view: the training items were built "
+                                  "without them (a stage-3 run with generation and view-invariant losses loads them)")
+            return batch["view_new"].to(self.device)
+        if views == "flip":
+            return r["x"].flip(-1)
+        if views == "input":
+            return r["x"]
+        raise ConfigError(f"gcl.views={views!r}: expected one of {', '.join(VIEW_POSITIVES)}")
 
     def decode(self, code, parts):
         """G(code, parts); with ``gcl.checkpoint_decoder`` only the decoder's convolution outputs are kept
@@ -217,11 +293,11 @@ class GCL(Method):
         eid = self.encoder
         if not use_gan:  # contrast only: no generation at all (Table 3, rows 2-3)
             with self.autocast():
-                f = eid(x).embedding
-            total = self.contrast.contrast_only(f, index)
+                f = forward_chunks(eid, x, self.cfg.train.bn_batch_size).embedding
+            total = self.contrast.contrast_only(f, index, sample=self.view_sample(index))
             losses["contrast_only"] = total
             self.optimise(total, ["identity_encoder"])
-            self.contrast.memory.update(index, f.detach())
+            self.contrast.memory.update(distributed.all_gather(index), distributed.all_gather(f.detach()))
             self.iteration += 1
             return {k: v.detach() for k, v in {**losses, "loss": total}.items()}
 
@@ -257,27 +333,49 @@ class GCL(Method):
             total = g.gan_weight * adv + g.lambda_img * l_img + g.lambda_feat * l_feat
             losses.update(g_adv=adv, l_img=l_img, l_feat=l_feat)
             if g.stage == 3:
-                vi = self.contrast(r["f"], r["f_new"], index)
+                f_view = r["f_new"]  # gcl.views=generated: Eid(x'_new), the method
+                if g.views != "generated":  # the same contrast with another image as x'_new
+                    with self.autocast():
+                        f_view = self.encode_generated(self.view_positive(batch, r)).embedding
+                vi = self.contrast(r["f"], f_view, index, sample=self.view_sample(index))
                 for name in ("lvi", "lvi2", "lvi3"):
                     if name in g.losses:
                         total = total + vi[name]
                         losses[name] = vi[name]
                 if "contrast_only" in g.losses:
-                    extra = self.contrast.contrast_only(r["f"], index)
+                    extra = self.contrast.contrast_only(r["f"], index, sample=self.view_sample(index))
                     total = total + extra
                     losses["contrast_only"] = extra
             self.optimise(total, ["generator", "identity_encoder"] if g.stage == 3 else ["generator"])
         finally:
             _requires_grad(D, True)
-        if g.stage == 3:
-            self.contrast.memory.update(index, r["f"].detach())
+        if g.stage == 3:  # under torchrun every rank applies the whole global batch: all hold the same bank
+            self.contrast.memory.update(distributed.all_gather(index), distributed.all_gather(r["f"].detach()))
         losses["loss"] = total
         self.iteration += 1
-        if g.grid_every > 0 and self.iteration % g.grid_every == 0:
+        if g.grid_every > 0 and self.iteration % g.grid_every == 0 and distributed.is_main():
             grids = Path(self.cfg.run.out) / "grids"
             self.save_grid(grids / f"iter_{self.iteration:07d}.png")
             self.save_test_grid(grids / f"test_iter_{self.iteration:07d}.png")
         return {k: v.detach() for k, v in losses.items()}
+
+    def view_sample(self, index: torch.Tensor) -> Optional[ViewSample]:
+        """The memory rows (positives, negatives) of this rank's anchors: under torchrun drawn on rank 0
+        for the whole global batch, as one process draws them, and sent to every rank. None in one
+        process (the loss draws them itself)."""
+        if not distributed.is_distributed():
+            return None
+        everyone = distributed.all_gather(index)
+        if distributed.is_main():
+            sample = self.contrast.sample(everyone)
+        else:
+            b, k = len(everyone), min(self.contrast.num_negatives, self.contrast.memory.num_samples)
+            rows = dict(dtype=torch.long, device=index.device)
+            sample = ViewSample(torch.empty(b, **rows), torch.empty(b, **rows), torch.empty(b, k, **rows),
+                                torch.empty(b, k, dtype=torch.bool, device=index.device))
+        distributed.broadcast_(*sample)
+        lo = distributed.rank() * len(index)
+        return ViewSample(*(t[lo:lo + len(index)] for t in sample))
 
     # -- end of epoch: pictures and novel-view metrics ----------------------------------------------------
     def end_epoch(self, epoch):
@@ -369,7 +467,7 @@ class GCL(Method):
         return self._test_sample
 
     def _view_path(self, record, angle: int) -> Path:
-        return self.views_root() / structure_split(record) / f"view_{angle}" / record.relpath
+        return true_view_path(self.views_root(), record, angle)
 
     @torch.no_grad()
     def save_test_grid(self, path: Path, count: int = 6) -> Optional[Path]:

@@ -7,7 +7,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 
@@ -97,9 +97,13 @@ class RunLogger:
             self._sums[k] = self._sums[k] + v if k in self._sums else v
         self._count += 1
 
-    def flush_losses(self) -> Dict[str, float]:
-        """Mean of the accumulated losses since the last flush, as floats (one sync)."""
+    def flush_losses(self, reduce: Optional[Callable[[Dict[str, float]], Dict[str, float]]] = None) -> Dict[str, float]:
+        """Mean of the accumulated losses since the last flush, as floats (one sync). ``reduce`` combines
+        them with other processes' before the divergence check (torchrun: the mean over the ranks, so
+        every rank stops together)."""
         means = {k: float(v) / max(self._count, 1) for k, v in self._sums.items()}
+        if reduce is not None:
+            means = reduce(means)
         self._sums, self._count = {}, 0
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:

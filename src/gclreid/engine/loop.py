@@ -13,6 +13,7 @@ last good checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -22,11 +23,12 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from ..config import save_config, to_dict, validate_config
 from ..errors import RunFolderError, TrainingDivergedError
 from ..progress import format_seconds, quiet
 from ..runtime import resolve_device, seed_everything, set_rng_state
+from . import distributed
 from .logger import RunLogger, TrainClock, read_metrics, trim_metrics
 from .method import build_method
 from .optim import apply_lr_schedule
@@ -60,26 +62,49 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
     :data:`~gclreid.engine.runfolder.FREE_ON_RESUME`; they are applied (optimiser settings included) and
     recorded in ``config_history.jsonl``. Config values are checked before any work
     (:func:`~gclreid.config.validate_config`); run-folder rules: docs/safety.md.
+
+    Started by ``torchrun`` with several processes, every process calls this: they join a process group
+    (:mod:`gclreid.engine.distributed`), ``train.batch_size`` is split over them, and rank 0 alone
+    clusters, evaluates and writes the run folder (docs/training.md, "Multi-GPU and multi-node").
     """
-    for warning in validate_config(cfg):
-        log.warning("%s", warning)
-    device = resolve_device(cfg.run.device)
-    plan = plan_run(cfg, resume, overwrite, allow_changes, map_location=device)  # refusals before any work
-    out = plan.out
+    warnings = validate_config(cfg)
+    started = distributed.setup(cfg)  # torchrun with several processes: join the process group
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFolderError(os_error_message(exc, f"run folder {out}")) from None
-    lock = RunLock(out).acquire()
-    try:
-        with quiet(not progress):  # feature extraction / evaluation progress follows `progress` too
-            return _train(cfg, plan, dataset, progress, device)
-    except OSError as exc:
-        if exc.errno in _WRITE_ERRNOS:  # disk full, permission denied …: one line, not a traceback
-            raise RunFolderError(f"training stopped: {os_error_message(exc, 'a file')}") from None
-        raise
+        for warning in warnings:
+            log.warning("%s", warning)
+        world = distributed.world_size()
+        cfg.run.world_size, cfg.run.batch_per_rank = world, cfg.train.batch_size // world  # recorded in config.yaml
+        device = distributed.run_device(resolve_device(cfg.run.device))
+        lock = RunLock(Path(cfg.run.out))
+        # Refusals before any work; under torchrun rank 0 decides and the other ranks follow (or stop with it).
+        plan = distributed.on_main(lambda: _prepare_run_folder(cfg, resume, overwrite, allow_changes, device, lock),
+                                   share=lambda p: dataclasses.replace(p, payload=None, old_files={}))
+        if plan.resuming and plan.payload is None:  # ranks > 0 read the checkpoint rank 0 chose
+            plan.payload = read_checkpoint(plan.resume_from, map_location=device)
+        progress = progress and distributed.is_main()
+        try:
+            with quiet(not progress):  # feature extraction / evaluation progress follows `progress` too
+                return _train(cfg, plan, dataset, progress, device)
+        except OSError as exc:
+            if exc.errno in _WRITE_ERRNOS:  # disk full, permission denied …: one line, not a traceback
+                raise RunFolderError(f"training stopped: {os_error_message(exc, 'a file')}") from None
+            raise
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        if started:
+            distributed.shutdown()
+
+
+def _prepare_run_folder(cfg, resume, overwrite: bool, allow_changes: bool, device, lock: RunLock):
+    """The run plan (refusals before any work), the folder, and its lock."""
+    plan = plan_run(cfg, resume, overwrite, allow_changes, map_location=device)
+    try:
+        plan.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(os_error_message(exc, f"run folder {plan.out}")) from None
+    lock.acquire()
+    return plan
 
 
 # errno values that mean "the run cannot write here" rather than a bug.
@@ -92,15 +117,24 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
 
     out = plan.out
     ckpt_path = out / "last.pt"
-    clean_stale_temp_files(out)
-    if not plan.resuming and not plan.replace_previous:
-        save_config(cfg, out / "config.yaml")  # the folder holds no run: nothing to keep consistent with
+
+    def start_folder() -> None:
+        clean_stale_temp_files(out)
+        if not plan.resuming and not plan.replace_previous:
+            save_config(cfg, out / "config.yaml")  # the folder holds no run: nothing to keep consistent with
+    distributed.on_main(start_folder)
     seed_everything(cfg.run.seed, cfg.run.deterministic)
     # data.val_identities > 0: query/gallery are the validation split carved out of the training identities.
     dataset = dataset if dataset is not None else dataset_from_config(cfg.data, for_training=True)
-    log.info("train %s on %s (%d training images) on %s into %s", cfg.train.method, dataset.name, len(dataset.train),
-             device, out)
+    world = distributed.world_size()
+    processes = "" if world == 1 else (f" ({world} processes, batch {cfg.run.batch_per_rank} per process of "
+                                       f"train.batch_size={cfg.train.batch_size})")
+    log.info("train %s on %s (%d training images) on %s into %s%s", cfg.train.method, dataset.name,
+             len(dataset.train), device, out, processes)
     method = build_method(cfg, dataset, device)
+    if cfg.train.sync_bn and world > 1:
+        log.info("train.sync_bn: %d BatchNorm layers normalise over the global batch",
+                 distributed.convert_sync_bn(method.models))
 
     start_epoch, step = 0, 0
     if plan.resuming:
@@ -112,7 +146,7 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
         if payload.get("rng"):
             set_rng_state(payload["rng"])
         if plan.same_run:
-            trim_metrics(out / "metrics.jsonl", start_epoch)
+            distributed.on_main(lambda: trim_metrics(out / "metrics.jsonl", start_epoch))
         log.info("resumed from %s after epoch %d (iteration %d)", plan.resume_from, start_epoch, step)
         if plan.changes:
             log.warning("resumed with changed settings from epoch %d on: %s (recorded in %s)", start_epoch + 1,
@@ -121,6 +155,7 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
             applied = apply_hyperparameters(method.optimizers, fresh)
             if applied:
                 log.warning("optimiser settings now: %s", "; ".join(applied))
+    distributed.broadcast_models(method.models)  # torchrun: every rank starts from rank 0's weights
 
     epochs = cfg.train.epochs
     if start_epoch >= epochs:
@@ -128,7 +163,7 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
                     "train.epochs to continue)", plan.resume_from, start_epoch, epochs)
         records = read_metrics(out / "metrics.jsonl")
         return records[-1] if records else {}
-    logger = RunLogger(out, purge_step=step if plan.same_run else None)
+    logger = RunLogger(out, enable_tensorboard=distributed.is_main(), purge_step=step if plan.same_run else None)
     evaluable = bool(dataset.query) and bool(dataset.gallery)
     # Taken from the dataset, not the config, so a dataset passed in (DG-Net's teacher) is labelled right.
     validation = getattr(dataset, "validation", None)
@@ -151,6 +186,7 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
     try:
         for epoch in range(start_epoch, epochs):
             clock.epoch_started()
+            distributed.reseed_rank(cfg.run.seed, epoch)  # ranks > 0: their own augmentation draws
             for m in method.models.values():
                 m.eval()
             cluster_stats = method.start_epoch(epoch)
@@ -173,7 +209,7 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
                 logger.accumulate(method.step(batch))
                 step += 1
                 if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
-                    losses = logger.flush_losses()
+                    losses = logger.flush_losses(reduce=distributed.mean_values)
                     check_weights(method.models, cfg.train.max_weight_norm)
                     epoch_losses = losses
                     if progress:
@@ -181,30 +217,39 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
                         logger.progress(epoch, epochs, it + 1, iters, step, losses, lr, rate,
                                         clock.eta(rate, total_steps - step, epochs - epoch - 1))
             clock.iterations_end()
+            if not cfg.train.sync_bn:  # torchrun: each rank's BN running statistics -> their mean over the ranks
+                distributed.average_buffers(method.models)
             check_weights(method.models, cfg.train.max_weight_norm)  # never evaluate or save diverged weights
-            extra = method.end_epoch(epoch)
-            record = {"epoch": epoch + 1, "iterations": iters, "losses": epoch_losses, "clusters": cluster_stats, **extra}
-            last = epoch + 1 == epochs
-            if evaluable and ((cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) or last):
-                result = evaluate_model(method.encoder, dataset, cfg.data, cfg.eval, device, progress=log,
-                                        desc=f"epoch {epoch + 1}/{epochs} eval")
-                record["eval"] = {"mAP": result["mAP"], "mINP": result["mINP"],
-                                  **{f"rank{r}": float(result["cmc"][r - 1]) for r in (1, 5, 10) if r <= len(result["cmc"])}}
-                log.info("epoch %d/%d eval (%s): mAP %.2f%%  rank-1 %.2f%%", epoch + 1, epochs, eval_split,
-                         100 * result["mAP"], 100 * result["cmc"][0])
-            if any(k == "eval" or k.startswith("eval_") for k in record):  # also DG-Net's eval_prim, eval_teacher …
-                record["eval_split"] = eval_split
-            record = _jsonable(record)
-            _save_epoch(plan, cfg, method, logger, record, ckpt_path, epoch + 1, step)
+
+            def finish_epoch() -> Dict[str, Any]:  # under torchrun: rank 0 only, the others get the record
+                extra = method.end_epoch(epoch)
+                record = {"epoch": epoch + 1, "iterations": iters, "losses": epoch_losses, "clusters": cluster_stats,
+                          **extra}
+                last = epoch + 1 == epochs
+                if evaluable and ((cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0) or last):
+                    result = evaluate_model(method.encoder, dataset, cfg.data, cfg.eval, device, progress=log,
+                                            desc=f"epoch {epoch + 1}/{epochs} eval")
+                    record["eval"] = {"mAP": result["mAP"], "mINP": result["mINP"],
+                                      **{f"rank{r}": float(result["cmc"][r - 1]) for r in (1, 5, 10)
+                                         if r <= len(result["cmc"])}}
+                    log.info("epoch %d/%d eval (%s): mAP %.2f%%  rank-1 %.2f%%", epoch + 1, epochs, eval_split,
+                             100 * result["mAP"], 100 * result["cmc"][0])
+                if any(k == "eval" or k.startswith("eval_") for k in record):  # also DG-Net's eval_prim, eval_teacher …
+                    record["eval_split"] = eval_split
+                record = _jsonable(record)
+                _save_epoch(plan, cfg, method, logger, record, ckpt_path, epoch + 1, step)
+                write_training_plot(out)  # curves.png from metrics.jsonl; never raises
+                return record
+
+            record = distributed.on_main(finish_epoch)
             good = (ckpt_path, epoch + 1)
-            write_training_plot(out)  # curves.png from metrics.jsonl; never raises
             clock.epoch_ended()
     except TrainingDivergedError as exc:
         raise TrainingDivergedError(_diverged_message(exc, plan, cfg, good, epoch, epochs, step)) from None
     finally:
         logger.close()
     if record:
-        write_text_atomic(out / "results.json", json.dumps(record, indent=2))
+        distributed.on_main(lambda: write_text_atomic(out / "results.json", json.dumps(record, indent=2)))
     return record
 
 

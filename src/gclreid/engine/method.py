@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
+from . import distributed
 
 METHODS: Dict[str, Type["Method"]] = {}
 
@@ -73,6 +74,8 @@ class Method:
         raise NotImplementedError
 
     def end_epoch(self, epoch: int) -> Dict[str, float]:
+        """Extras for the epoch record (pictures, metrics). Under torchrun only rank 0 runs it (with the
+        evaluation and the checkpoint): it must not change state every rank needs, nor communicate."""
         return {}
 
     def state(self) -> dict:
@@ -84,19 +87,26 @@ class Method:
 
     @contextlib.contextmanager
     def eval_models(self):
-        """All networks in eval mode (BatchNorm running statistics, no dropout), restored afterwards."""
-        modes = {name: m.training for name, m in self.models.items()}
+        """All networks in eval mode (BatchNorm running statistics, no dropout), restored afterwards
+        (every layer's own mode: frozen BatchNorm stays frozen)."""
+        modes = [(m, m.training) for model in self.models.values() for m in model.modules()]
         for m in self.models.values():
             m.eval()
         try:
             yield
         finally:
-            for name, m in self.models.items():
-                m.train(modes[name])
+            for m, mode in modes:
+                m.training = mode
 
     def train_mode(self) -> None:
+        """All networks in training mode; with ``train.freeze_bn`` their BatchNorm layers in eval mode."""
         for m in self.models.values():
             m.train()
+        if self.cfg.train.freeze_bn:
+            for model in self.models.values():
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
 
     def autocast(self):
         """bf16 autocast on CUDA when train.amp is on; nothing on CPU."""
@@ -120,8 +130,10 @@ class Method:
 
     def apply_gradients(self, optimizers: Iterable[str] = ()) -> None:
         """Optional clipping (``train.max_grad_norm``), then a step of the named optimisers: the second
-        half of :meth:`optimise`, for losses that back-propagate themselves in parts."""
+        half of :meth:`optimise`, for losses that back-propagate themselves in parts. Under torchrun the
+        gradients are first averaged over the processes, so every rank takes the same step."""
         chosen = self._chosen(optimizers)
+        distributed.average_gradients(p for opt in chosen for g in opt.param_groups for p in g["params"])
         if self.cfg.train.max_grad_norm > 0:
             params = [p for opt in chosen for g in opt.param_groups for p in g["params"] if p.grad is not None]
             torch.nn.utils.clip_grad_norm_(params, self.cfg.train.max_grad_norm)

@@ -72,10 +72,15 @@ def build_optimizer(models: Iterable[nn.Module], cfg, batch_size: int) -> torch.
     """From an OptimConfig: sgd | adam | lars, lr scaled by batch size when lr_batch_scale > 0."""
     groups = parameter_groups(models, cfg.weight_decay, cfg.exclude_bias_bn)
     lr = scaled_lr(cfg, batch_size)
+    nesterov = bool(getattr(cfg, "nesterov", False))
+    if nesterov and cfg.name != "sgd":
+        raise ConfigError(f"optim.nesterov=true needs optim.name=sgd (got {cfg.name!r})")
+    if nesterov and not cfg.momentum > 0:
+        raise ConfigError(f"optim.nesterov=true needs optim.momentum > 0 (got {cfg.momentum})")
     if cfg.name == "sgd":
         for g in groups:
             g.pop("adapt")
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=False)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=nesterov)
     if cfg.name == "adam":
         for g in groups:
             g.pop("adapt")
@@ -106,9 +111,19 @@ def apply_lr_schedule(optimizer: torch.optim.Optimizer, cfg, epoch_progress: flo
     Called every iteration with ``epoch + i / iterations_this_epoch``, so the schedule stays right when
     the number of iterations changes from epoch to epoch (pseudo labels change the training set). The
     base lr lives in the optimiser's param groups, so it is saved and restored with the optimiser.
+    An optimiser with a ``fixed_lr_factor`` attribute (set by :func:`fix_lr_factor`) ignores the
+    schedule and runs at its base lr × that factor throughout.
     """
-    factor = lr_factor(cfg, epoch_progress, total_epochs)
+    fixed = getattr(optimizer, "fixed_lr_factor", None)
+    factor = lr_factor(cfg, epoch_progress, total_epochs) if fixed is None else float(fixed)
     for group in optimizer.param_groups:
         group.setdefault("base_lr", group["lr"])
         group["lr"] = group["base_lr"] * factor
     return factor
+
+
+def fix_lr_factor(optimizer: torch.optim.Optimizer, factor) -> None:
+    """Pin `optimizer` at base lr × `factor` whatever schedule :func:`apply_lr_schedule` is given (None:
+    follow the schedule again). Not saved with the optimiser state: the method sets it from its config
+    every time it builds the optimiser (GCL's ``gcl.gd_schedule``)."""
+    optimizer.fixed_lr_factor = None if factor is None else float(factor)

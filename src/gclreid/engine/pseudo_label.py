@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import distributed
 from .common import build_encoder, train_features, update_pseudo_labels
 from .data import usable_train_records
 from .method import Method
@@ -24,8 +25,9 @@ class PseudoLabelMethod(Method):
 
     def start_epoch(self, epoch):
         self.features = train_features(self.encoder, self.records, self.cfg, self.device)
-        self.labels, stats = update_pseudo_labels(self.features, self.cfg, [r.pid for r in self.records], epoch,
-                                                   cameras=[r.camid for r in self.records])
+        # Under torchrun: clustered once, on rank 0; every rank trains on its labels.
+        self.labels, stats = distributed.on_main(lambda: update_pseudo_labels(
+            self.features, self.cfg, [r.pid for r in self.records], epoch, cameras=[r.camid for r in self.records]))
         return stats
 
     def state(self):

@@ -45,7 +45,7 @@ LOCK = ".lock"
 FREE_ON_RESUME = (
     "train.epochs", "train.eval_every", "train.log_every", "train.max_weight_norm",
     "data.root", "data.workers", "eval.batch_size", "eval.query_chunk",
-    "run.out", "run.device",
+    "run.out", "run.device", "run.dist_timeout",
 )
 
 

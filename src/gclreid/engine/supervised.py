@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import DatasetError
 from ..losses import batch_hard_triplet_loss, cross_entropy_label_smoothing
+from . import distributed
 from .common import build_encoder, forward_chunks
 from .data import labelled_loader, usable_train_records
 from .method import Method, register_method
@@ -40,7 +41,9 @@ class Supervised(Method):
             out = forward_chunks(self.encoder, images, t.bn_batch_size)
             logits = self.models["classifier"](out.embedding)
         ce = cross_entropy_label_smoothing(logits, labels, t.label_smoothing)
-        triplet = batch_hard_triplet_loss(out.pooled, labels, t.triplet_margin)
+        # Hardest positives and negatives over the whole global batch (all ranks' shares under torchrun).
+        triplet = batch_hard_triplet_loss(distributed.gather_with_grad(out.pooled), distributed.all_gather(labels),
+                                          t.triplet_margin)
         loss = ce + t.triplet_weight * triplet
         self.optimise(loss)
         accuracy = (logits.argmax(1) == labels).float().mean()

@@ -3,6 +3,7 @@ unclustered images as classes of their own, and the multi-positive contrastive l
 from __future__ import annotations
 
 from ..losses import multi_positive_contrastive_loss
+from . import distributed
 from .common import forward_chunks
 from .data import labelled_loader
 from .method import register_method
@@ -20,6 +21,8 @@ class TMP(PseudoLabelMethod):
         labels = labels.repeat_interleave(2)
         with self.autocast():
             out = forward_chunks(self.encoder, images, self.cfg.train.bn_batch_size)
-        loss = multi_positive_contrastive_loss(out.embedding, labels, self.cfg.train.temperature)
+        # Positives and negatives from the whole global batch (all ranks' shares under torchrun).
+        loss = multi_positive_contrastive_loss(distributed.gather_with_grad(out.embedding),
+                                               distributed.all_gather(labels), self.cfg.train.temperature)
         self.optimise(loss)
         return {"loss": loss.detach()}
