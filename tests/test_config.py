@@ -138,3 +138,10 @@ def test_validate_config_checks_nesterov():
     assert validate_config(load_config(None, ["optim.name=sgd", "optim.nesterov=true"])) == []
     warnings = validate_config(load_config(None, ["train.method=dgnet", "optim.name=sgd", "optim.nesterov=true"]))
     assert any("dgnet.nesterov" in w for w in warnings)
+
+
+def test_an_empty_override_empties_a_text_setting():
+    cfg = load_config("configs/gcl_market1501_mbv2.yaml", ["gcl.init=", "train.init=runs/x/last.pt"])
+    assert cfg.gcl.init == "" and cfg.train.init == "runs/x/last.pt"
+    with pytest.raises(ConfigError, match="train.epochs="):
+        load_config(None, ["train.epochs="])  # not text: still an error naming the override

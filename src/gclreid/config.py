@@ -366,6 +366,9 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (
             raise ConfigError(f"config file {source} does not fit the schema: {_omegaconf_reason(exc)}") from None
     # One override at a time, so that an error names the override (not the YAML file) that caused it.
     for override in overrides:
+        key, value = override.split("=", 1)
+        if value == "" and isinstance(OmegaConf.select(cfg, key, default=None), str):
+            override = f"{key}=''"  # `train.init=` empties a text setting (omegaconf would read None)
         try:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
         except OmegaConfBaseException as exc:
