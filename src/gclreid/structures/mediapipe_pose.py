@@ -50,6 +50,11 @@ SCALES = (0.5, 0.65, 0.4)  # crop height as a fraction of the canvas: first choi
 MASK_H, MASK_W = 64, 32  # size of the person mask sent back
 # Landmarks the quick server-side check looks at (nose, shoulders, hips, knees, ankles).
 CORE = (NOSE, L_SH, R_SH, L_HIP, R_HIP, L_KNEE, R_KNEE, L_ANK, R_ANK)
+FEET = (L_ANK, R_ANK, L_HEEL, R_HEEL, L_FOOT, R_FOOT)
+# Nose → lowest foot landmark, as a fraction of the crop height, below which a view is "short": the
+# client rejects skeletons under about half the height (landmarks.SPAN_MIN, from the head top),
+# whole people in detector crops span about 0.85.
+SPAN_USABLE = 0.5
 
 POSE_HELP = ("make one with `make pose-env` (a separate venv with mediapipe==0.10.14) and point "
              "$GCLREID_POSE_PYTHON or --pose-python at its python")
@@ -115,13 +120,18 @@ def _pose_view(pose, img: np.ndarray, frac: float) -> Optional[dict]:
 
 
 def _usable(view: dict) -> float:
-    """Quick plausibility in [0, 1]: core landmarks on the crop × shoulder/hip visibility × upright."""
+    """Quick plausibility in [0, 1]: core landmarks on the crop × shoulder/hip visibility × upright ×
+    tall enough (nose to lowest foot landmark at least :data:`SPAN_USABLE` of the crop height: a
+    skeleton squashed into the upper half — legs folded onto the torso — is retried at the other
+    scales like an upside-down one)."""
     im = np.asarray(view["image"], dtype=np.float64)
     core = im[list(CORE)]
     inside = float(((core[:, 0] > -0.1) & (core[:, 0] < 1.1) & (core[:, 1] > -0.05) & (core[:, 1] < 1.1)).mean())
     vis = float(np.asarray(view["world"])[[L_SH, R_SH, L_HIP, R_HIP], 3].mean())
     upright = float(im[[L_HIP, R_HIP], 1].mean() > im[[L_SH, R_SH], 1].mean() > im[NOSE, 1] - 0.05)
-    return inside * min(1.0, vis / 0.7) * (0.3 + 0.7 * upright)
+    span = float(im[list(FEET), 1].max() - im[NOSE, 1])
+    tall = float(np.clip((span - 0.25) / (SPAN_USABLE - 0.25), 0.0, 1.0))
+    return inside * min(1.0, vis / 0.7) * (0.3 + 0.7 * upright) * (0.3 + 0.7 * tall)
 
 
 def _best_view(pose, img: np.ndarray, scales: Sequence[float]) -> Optional[dict]:

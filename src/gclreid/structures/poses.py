@@ -5,14 +5,15 @@ often at implausible depths — a walker then becomes a crouch once turned by 90
 estimate are therefore chosen from a small library (:func:`leg_library`) of standing, walking
 (16 phases × 3 strides) and cycling (8 pedal phases) poses: the one whose knees, ankles and toes,
 projected at the estimated yaw, best match the 2D landmarks (:func:`fit_legs`), with a little
-weight on the landmarks' depth order, and a penalty on cycling so that it needs clear evidence
-(thighs raised towards the horizontal).
+weight on the landmarks' depth order. Which kinds compete is decided by the caller: cycling poses
+only where the knees are at about hip height (:func:`gclreid.structures.landmarks.knees_high`),
+standing and walking ones otherwise.
 """
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,9 +27,10 @@ LEG_LANDMARKS: Tuple[Tuple[int, str], ...] = ((25, "l_knee"), (26, "r_knee"), (2
                                               (31, "l_toe"), (32, "r_toe"))
 LEG_JOINTS: Tuple[str, ...] = ("l_hip", "l_knee", "l_ankle", "l_toe", "r_hip", "r_knee", "r_ankle", "r_toe")
 FIT_ELEVATION = 12.0   # degrees: surveillance cameras look down (the forward foot appears lower)
-# Added to the mean squared residual (torso lengths²) of cycling poses. On Market-1501 the 2D leg
-# landmarks do not separate riders from walkers (skirts and bags fit pedalling legs better than
-# walking ones), so cycling is off by default (None); give a number to let it compete.
+# Added to the mean squared residual (torso lengths²) of cycling poses when the caller does not say
+# which kinds compete. On Market-1501 the leg fit alone does not separate riders from walkers
+# (skirts and bags fit pedalling legs better than walking ones), so cycling is off by default
+# (None); the MediaPipe estimate asks for cycling poses only when the knees are at hip height.
 CYCLING_PENALTY = None
 DEPTH_WEIGHT = 0.15     # weight of the landmarks' (noisy) depth against the 2D residual
 # MediaPipe's legs are shorter against its torso than the body model's (hip landmarks sit low): on
@@ -84,10 +86,13 @@ def _normalise(points: np.ndarray, hip_mid: np.ndarray, torso: float) -> np.ndar
 
 
 def fit_legs(image: np.ndarray, yaw: float, aspect: float = 0.5, world_body: Optional[np.ndarray] = None,
-             cycling_penalty: Optional[float] = CYCLING_PENALTY) -> Tuple[Tuple[str, float, float], np.ndarray, float]:
+             cycling_penalty: Optional[float] = CYCLING_PENALTY,
+             kinds: Optional[Sequence[str]] = None) -> Tuple[Tuple[str, float, float], np.ndarray, float]:
     """The library pose whose legs best match the 2D landmarks ``image`` [33, ≥3] (x, y fractions of
     the crop, visibility) for a body at ``yaw``. ``world_body`` [33, 3] (optional): the landmarks in
-    the body frame (x left, y up, z forward) for a weak depth term.
+    the body frame (x left, y up, z forward) for a weak depth term. ``kinds`` (optional): only
+    library poses of these kinds compete (the caller decided, e.g. riding from knees at hip height);
+    ``cycling_penalty`` applies when ``kinds`` is None.
 
     Returns (label, leg joints [len(LEG_JOINTS), 3] in the body frame relative to the pelvis,
     normalised residual).
@@ -119,8 +124,11 @@ def fit_legs(image: np.ndarray, yaw: float, aspect: float = 0.5, world_body: Opt
         b_torso = np.linalg.norm((jb[:, j["l_shoulder"]] + jb[:, j["r_shoulder"]]) / 2 - b_hip, axis=1)
         cz = (jb[:, [j[n] for _, n in LEG_LANDMARKS], 2] - b_hip[:, 2:3]) / b_torso[:, None]
         res = res + DEPTH_WEIGHT * (((cz - oz[None]) ** 2) * vis[None]).sum(-1) / vis.sum()
-    penalty = np.inf if cycling_penalty is None else cycling_penalty
-    res = res + np.array([penalty if lab[0] == "cycling" else 0.0 for lab in labels])
+    if kinds is not None:
+        res = res + np.array([0.0 if lab[0] in kinds else np.inf for lab in labels])
+    else:
+        penalty = np.inf if cycling_penalty is None else cycling_penalty
+        res = res + np.array([penalty if lab[0] == "cycling" else 0.0 for lab in labels])
     best = int(np.argmin(res))
     legs = joints[best, [j[n] for n in LEG_JOINTS]].numpy().astype(np.float64)
     return labels[best], legs, float(res[best])
