@@ -64,3 +64,22 @@ def test_update_pseudo_labels_uses_cameras_and_rejects_missing_ones():
         update_pseudo_labels(torch.from_numpy(x), cfg, pids)
     with pytest.raises(ConfigError, match="camid -1"):
         update_pseudo_labels(torch.from_numpy(x), cfg, pids, cameras=np.full(len(x), -1))
+
+
+def test_update_pseudo_labels_clusters_on_the_given_device(monkeypatch):
+    """The training device reaches the kNN / Jaccard computation (a GPU run clusters on the GPU)."""
+    import gclreid.clustering as clustering
+    seen = {}
+    real = clustering.pseudo_labels
+
+    def spy(features, **kwargs):
+        seen["device"] = kwargs.get("device")
+        return real(features, **kwargs)
+
+    monkeypatch.setattr(clustering, "pseudo_labels", spy)
+    x, pids, cams = camera_dominated()
+    cfg = load_config("cluster_contrast_base.yaml", ["cluster.eps=0.5", "cluster.k1=12", "cluster.camera_normalize=true"])
+    labels, _ = update_pseudo_labels(torch.from_numpy(x), cfg, pids, cameras=cams, device=torch.device("cpu"))
+    assert seen["device"] == torch.device("cpu")
+    unset, _ = update_pseudo_labels(torch.from_numpy(x), cfg, pids, cameras=cams)
+    assert seen["device"] is None and np.array_equal(labels, unset)

@@ -104,7 +104,7 @@ def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.dev
 
 
 def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = (), epoch: int = 0,
-                         cameras: Sequence[int] = ()) -> Tuple[np.ndarray, Dict[str, float]]:
+                         cameras: Sequence[int] = (), device=None) -> Tuple[np.ndarray, Dict[str, float]]:
     """DBSCAN on the k-reciprocal Jaccard distance → (labels, statistics).
 
     During the first cluster.instance_epochs epochs every image is its own class instead.
@@ -112,7 +112,8 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
     Labels are contiguous from 0; under outliers=drop unclustered images are −1, under single each
     gets a class of its own. Statistics include NMI/ARI/purity against `true_pids` when those are
     known (for analysis only — they never influence training). With cluster.camera_normalize the
-    features are centred per camera (`cameras`, one id per image) before clustering.
+    features are centred per camera (`cameras`, one id per image) before clustering. `device` is where
+    the kNN and the Jaccard blocks are computed (the training device: a GPU run clusters on the GPU).
     """
     from ..clustering import pseudo_labels
     c = cfg.cluster
@@ -132,6 +133,6 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
     started = time.monotonic()
     result = pseudo_labels(features, eps=c.eps if c.eps > 0 else None, rho=c.rho, min_samples=c.min_samples,
                            k1=c.k1, k2=c.k2, outliers=c.outliers, true_ids=pids if known else None,
-                           cameras=np.asarray(cameras) if c.camera_normalize else None)
+                           cameras=np.asarray(cameras) if c.camera_normalize else None, device=device)
     log.info("clustering took %s", format_seconds(time.monotonic() - started))
     return np.asarray(result.labels, dtype=np.int64), result.as_dict()

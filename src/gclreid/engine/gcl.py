@@ -205,7 +205,7 @@ class GCL(Method):
         # torchrun once, on rank 0 (every rank holds the same bank and gets its labels).
         self.labels, stats = distributed.on_main(lambda: update_pseudo_labels(
             self.contrast.memory.features.cpu(), self.cfg, [r.pid for r in self.records], epoch,
-            cameras=[r.camid for r in self.records]))
+            cameras=[r.camid for r in self.records], device=self.device))
         self.contrast.memory.set_labels(self.labels)
         return stats
 

@@ -27,7 +27,8 @@ class PseudoLabelMethod(Method):
         self.features = train_features(self.encoder, self.records, self.cfg, self.device)
         # Under torchrun: clustered once, on rank 0; every rank trains on its labels.
         self.labels, stats = distributed.on_main(lambda: update_pseudo_labels(
-            self.features, self.cfg, [r.pid for r in self.records], epoch, cameras=[r.camid for r in self.records]))
+            self.features, self.cfg, [r.pid for r in self.records], epoch, cameras=[r.camid for r in self.records],
+            device=self.device))
         return stats
 
     def state(self):
