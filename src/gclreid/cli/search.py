@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             name = f"query_{qi:03d}_{Path(qpath).stem}.png"
             save_ranked_list(
                 RankedImage(qpath, ["query"], "query"),
-                [RankedImage(r["path"], [f"{r['rank']} {r['distance']:.3f}",
+                [RankedImage(r["path"], [f"#{r['rank']}  d {r['distance']:.3f}",
                                          f"id {r['pid']} c{r['camid']}" if r["pid"] >= 0 else ""]) for r in ranked],
                 out / name, title=f"{Path(qpath).name}: top {len(ranked)} of {len(gallery)}")
             entry["picture"] = name

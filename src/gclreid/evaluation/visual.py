@@ -155,7 +155,7 @@ def save_ranked_queries(distmat, query_records: Sequence, gallery_records: Seque
         name = f"q{qi:05d}_{stem}.png"
         save_ranked_list(
             RankedImage(q.path, ["query", f"id {q.pid} c{q.camid}"], "query"),
-            [RankedImage(r["path"], [f"{r['rank']} {r['distance']:.3f}", f"id {r['pid']} c{r['camid']}"], r["status"])
+            [RankedImage(r["path"], [f"#{r['rank']}  d {r['distance']:.3f}", f"id {r['pid']} c{r['camid']}"], r["status"])
              for r in ranked],
             out / name, title=f"{q.relpath}: top {top}; green same id, red other id, grey junk (same id+camera)",
             cell_height=cell_height, cell_width=cell_width)
