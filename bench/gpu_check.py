@@ -435,6 +435,7 @@ def _last_error(lines: List[str]) -> str:
 
 
 def _cpu_name() -> str:
+    # bench/_common.cpu_name, repeated: _common imports torch, which the env part may still have to install
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
