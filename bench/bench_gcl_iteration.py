@@ -72,22 +72,30 @@ def _sync(device: torch.device) -> None:
 def build(stage: int, pattern: str, device: torch.device, bf16: bool, batch: int, quick: bool, out: str):
     """The GCL method at the paper configuration on a stand-in dataset, and one batch of inputs."""
     from gclreid.config import PACKAGE_CONFIGS, load_config
-    from gclreid.engine import build_method
     overrides = [f"gcl.stage={stage}", "model.pretrained=false",
                  f"train.batch_size={batch}", f"train.amp={str(bf16).lower()}", f"run.out={out}", "data.workers=0"]
     if quick:  # a small setting to check the script itself
         overrides += ["model.arch=resnet18", "data.height=128", "data.width=64"]
     cfg = load_config(PACKAGE_CONFIGS / "gcl_market1501.yaml", overrides)
-    rows = MEMORY_ROWS if not quick else 512
+    method, inputs = standin_method(cfg, device, stage, batch, MEMORY_ROWS if not quick else 512,
+                                    CLUSTERS if not quick else 40)
+    set_pattern(method, pattern)
+    return method, inputs
+
+
+def standin_method(cfg, device: torch.device, stage: int, batch: int, rows: int, clusters: int):
+    """The GCL method of `cfg` on a stand-in dataset of `rows` training images (no files), its memory bank
+    filled and clustered into `clusters` pseudo identities (10 % outliers) for stage 3, and one batch of
+    random inputs. Seeded: the same arguments give the same method and batch."""
+    from gclreid.engine import build_method
     records = [SimpleNamespace(pid=i % 751, camid=0, path="", relpath="", split="train") for i in range(rows)]
     dataset = SimpleNamespace(name="standin", root="", train=records, query=[], gallery=[])
     torch.manual_seed(0)
     method = build_method(cfg, dataset, device)
-    set_pattern(method, pattern)
     g = torch.Generator().manual_seed(1)
     if stage == 3:
         memory = torch.nn.functional.normalize(torch.randn(rows, method.encoder.embed_dim, generator=g), dim=1)
-        labels = torch.randint(0, CLUSTERS if not quick else 40, (rows,), generator=g)
+        labels = torch.randint(0, clusters, (rows,), generator=g)
         labels[torch.rand(rows, generator=g) < 0.1] = -1  # outliers
         method.contrast.memory.initialise(memory.to(device))
         method.contrast.memory.set_labels(labels.numpy())

@@ -976,11 +976,9 @@ GCL_PATTERNS = ("official", "ours", "ours_ckpt")
 
 def build_gcl(ctx: Ctx, stage: int, batch: int, out: str):
     """The GCL method of configs/gcl_market1501.yaml (paper sizes) on a stand-in dataset of Market-1501's
-    training-set size with a filled memory bank (as bench/bench_gcl_iteration.py), and one batch."""
-    import torch
-    from types import SimpleNamespace
+    training-set size with a filled memory bank (bench_gcl_iteration.standin_method), and one batch."""
+    from bench_gcl_iteration import standin_method
     from gclreid.config import PACKAGE_CONFIGS, load_config
-    from gclreid.engine import build_method
     overrides = [f"gcl.stage={stage}", "model.pretrained=false", f"train.batch_size={batch}", "train.amp=false",
                  f"run.out={out}", "data.workers=0"]
     rows, clusters = 12936, 700
@@ -989,25 +987,7 @@ def build_gcl(ctx: Ctx, stage: int, batch: int, out: str):
                       "gcl.num_negatives=64", *TINY_GENERATOR]
         rows, clusters = 256, 16
     cfg = load_config(PACKAGE_CONFIGS / "gcl_market1501.yaml", overrides)
-    records = [SimpleNamespace(pid=i % 751, camid=0, path="", relpath="", split="train") for i in range(rows)]
-    dataset = SimpleNamespace(name="standin", root="", train=records, query=[], gallery=[])
-    torch.manual_seed(0)
-    method = build_method(cfg, dataset, ctx.device)
-    g = torch.Generator().manual_seed(1)
-    if stage == 3:
-        memory = torch.nn.functional.normalize(torch.randn(rows, method.encoder.embed_dim, generator=g), dim=1)
-        labels = torch.randint(0, clusters, (rows,), generator=g)
-        labels[torch.rand(rows, generator=g) < 0.1] = -1
-        method.contrast.memory.initialise(memory.to(ctx.device))
-        method.contrast.memory.set_labels(labels.numpy())
-        method.labels, method.memory_ready = labels.numpy(), True
-        index = torch.nonzero(labels >= 0).flatten()[torch.randperm(int((labels >= 0).sum()), generator=g)[:batch]]
-    else:
-        index = torch.randperm(rows, generator=g)[:batch]
-    h, w = cfg.data.height, cfg.data.width
-    inputs = {"image": torch.randn(batch, 3, h, w, generator=g),
-              "structure": torch.rand(batch, 1, h, w, generator=g) * 2 - 1,
-              "structure_new": torch.rand(batch, 1, h, w, generator=g) * 2 - 1, "index": index}
+    method, inputs = standin_method(cfg, ctx.device, stage, batch, rows, clusters)
     return method, inputs, cfg
 
 
