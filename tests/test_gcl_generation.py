@@ -12,8 +12,9 @@ from gclreid.config import load_config
 from gclreid.data import build_dataset, build_test_transform, denormalize, load_image
 from gclreid.engine import build_method, train
 from gclreid.engine.logger import RunLogger, flatten_scalars, read_metrics
-from gclreid.evaluation.generation import image_metrics
-from gclreid.structures import ANGLES
+from gclreid.evaluation.generation import image_metrics, ssim
+from gclreid.structures.dataset import load_structure
+from gclreid.structures import ANGLES, structure_path
 from gclreid.synth import generate, preset
 
 from conftest import TINY_GENERATOR
@@ -75,16 +76,29 @@ def test_copy_baseline_matches_a_direct_computation_from_the_files(synth, tmp_pa
     metrics = method.generation_metrics()
     transform = build_test_transform(cfg.data)
     sums = {"ssim": 0.0, "psnr": 0.0, "l1": 0.0}
+    flip_ssim = body_copy = body_flip = 0.0
     for rec in ds.query:
         x = denormalize(transform(load_image(rec.path)))[None]
+        map0 = load_structure(structure_path(synth / "structures", rec, 0), H, W)
         for a in ANGLES:
             view = synth / "views" / "test" / f"view_{a}" / rec.relpath
             v = denormalize(transform(load_image(view)))[None]
             for k, val in image_metrics(x, v).items():
                 sums[k] += float(val)
+            flip_ssim += float(ssim(x.flip(-1), v))
+            # the person: the body of either structure map (black off the body), grown by 2 pixels
+            body = (map0 > -0.999) | (load_structure(structure_path(synth / "structures", rec, a), H, W) > -0.999)
+            body = torch.nn.functional.max_pool2d(body.float()[None], 5, stride=1, padding=2)
+            body_copy += float(ssim(x, v, mask=body))
+            body_flip += float(ssim(x.flip(-1), v, mask=body))
     count = len(ds.query) * len(ANGLES)
     for k in sums:
         assert metrics[f"copy_{k}"] == pytest.approx(sums[k] / count, rel=1e-5)
+    assert metrics["flip_ssim"] == pytest.approx(flip_ssim / count, rel=1e-5)
+    assert metrics["body_copy_ssim"] == pytest.approx(body_copy / count, rel=1e-5)
+    assert metrics["body_flip_ssim"] == pytest.approx(body_flip / count, rel=1e-5)
+    # copying gets the background right for free: over the person alone it scores lower
+    assert metrics["body_copy_ssim"] < metrics["copy_ssim"]
     # the metrics are those of the generator's outputs: recomputing gives the same numbers, and the
     # computation leaves the models' train/eval modes and the global RNG alone
     method.train_mode()

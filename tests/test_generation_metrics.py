@@ -8,8 +8,9 @@ import torch
 from gclreid.evaluation.generation import gaussian_window, image_metrics, l1_error, psnr, ssim
 
 
-def ssim_loops(a: np.ndarray, b: np.ndarray, size=11, sigma=1.5, data_range=1.0) -> float:
-    """Wang et al. (2004) written out: a Gaussian-weighted window at every valid position of every channel."""
+def ssim_loops(a: np.ndarray, b: np.ndarray, size=11, sigma=1.5, data_range=1.0, mask=None) -> float:
+    """Wang et al. (2004) written out: a Gaussian-weighted window at every valid position of every channel;
+    with `mask` (H×W), the windows whose centre pixel is masked out are left out."""
     ax = np.arange(size) - (size - 1) / 2
     g = np.exp(-(ax[:, None] ** 2 + ax[None, :] ** 2) / (2 * sigma ** 2))
     g /= g.sum()
@@ -18,6 +19,8 @@ def ssim_loops(a: np.ndarray, b: np.ndarray, size=11, sigma=1.5, data_range=1.0)
     for c in range(a.shape[0]):
         for i in range(a.shape[1] - size + 1):
             for j in range(a.shape[2] - size + 1):
+                if mask is not None and not mask[i + size // 2, j + size // 2]:
+                    continue
                 pa, pb = a[c, i:i + size, j:j + size], b[c, i:i + size, j:j + size]
                 mu_a, mu_b = (g * pa).sum(), (g * pb).sum()
                 var_a = (g * (pa - mu_a) ** 2).sum()
@@ -57,6 +60,20 @@ def test_ssim_matches_the_loop_transcription(pair):
     assert torch.allclose(got32.double(), got, atol=1e-5)
     got255 = ssim(torch.from_numpy(a * 255), torch.from_numpy(b * 255), data_range=255.0)
     assert torch.allclose(got255, got, atol=1e-10)
+
+
+def test_masked_ssim_averages_the_windows_centred_on_the_mask(pair):
+    a, b = pair
+    rng = np.random.default_rng(1)
+    mask = rng.random((3, 1, 16, 13)) < 0.5
+    got = ssim(torch.from_numpy(a), torch.from_numpy(b), mask=torch.from_numpy(mask))
+    for k in range(3):
+        assert got[k].item() == pytest.approx(ssim_loops(a[k], b[k], mask=mask[k, 0]), abs=1e-10)
+    full = torch.ones(3, 1, 16, 13)
+    assert torch.allclose(ssim(torch.from_numpy(a), torch.from_numpy(b), mask=full),
+                          ssim(torch.from_numpy(a), torch.from_numpy(b)), atol=1e-12)
+    with pytest.raises(ValueError, match="mask must be 3×1×16×13"):
+        ssim(torch.from_numpy(a), torch.from_numpy(b), mask=torch.ones(3, 3, 16, 13))
 
 
 def test_ssim_known_values(pair):

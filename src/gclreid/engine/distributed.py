@@ -97,10 +97,15 @@ def setup(cfg) -> bool:
     return True
 
 
-def shutdown() -> None:
-    """Leave the process group (and give the log back its level)."""
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group (and give the log back its level). After a `clean` run every rank first
+    waits for the others at a barrier: a rank that tore its gloo threads down while another was still
+    sending made the process abort at exit ("terminate called without an active exception"). After an
+    error there is no barrier (the failed rank would make the others wait for the timeout)."""
     global _saved_log_level
     if dist.is_available() and dist.is_initialized():
+        if clean and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
     if _saved_log_level is not None:
         log.setLevel(_saved_log_level)

@@ -32,6 +32,7 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import SubsetRandomSampler
 
 from ..checkpoint import load_model_state, read_checkpoint
@@ -505,11 +506,14 @@ class GCL(Method):
         ``ssim``, ``psnr``, ``l1``: means over the sample and all scored angles; ``ssim_<deg>`` etc.
         per angle; ``recon_*``: the 0° reconstruction against the input; ``copy_*``: the input image
         itself scored against the true views (what a generator that ignores the angle would get);
-        ``images``: sample size. Images are compared in [0, 1] RGB (generated ones clamped). Empty
-        (nothing logged) when the dataset has no true views.
+        ``flip_*``: the mirrored input against the true views; ``body_ssim``, ``body_copy_ssim``,
+        ``body_flip_ssim``: SSIM over the person only (where the structure map at 0° or at the new
+        angle shows the body, grown by 2 pixels), which leaves out the background that copying gets
+        right for free; ``images``: sample size. Images are compared in [0, 1] RGB (generated ones
+        clamped). Empty (nothing logged) when the dataset has no true views.
         """
         from ..data import denormalize
-        from ..evaluation.generation import image_metrics
+        from ..evaluation.generation import image_metrics, ssim
         sample = self.test_sample()
         if not sample or not sample["view_angles"]:
             return {}
@@ -522,27 +526,46 @@ class GCL(Method):
             for name, values in image_metrics(a.float().cpu(), b.float().cpu(), max_db=PSNR_CAP_DB).items():
                 sums[prefix + name] = sums.get(prefix + name, 0.0) + float(values.sum())
 
+        def add_body(key: str, a: torch.Tensor, b: torch.Tensor, body: torch.Tensor) -> None:
+            values = ssim(a.float().cpu(), b.float().cpu(), mask=body).nan_to_num(0.0)
+            sums[key] = sums.get(key, 0.0) + float(values.sum())
+
+        def body_mask(*maps: torch.Tensor) -> torch.Tensor:
+            shown = torch.stack([m > -1 + 1e-3 for m in maps]).any(0).float()  # maps are black (−1) off the body
+            return F.max_pool2d(shown, kernel_size=5, stride=1, padding=2).cpu()
+
         n = len(sample["records"])
         with self.eval_models(), self.autocast():
             for lo in range(0, n, batch_size):
                 x = sample["image"][lo:lo + batch_size].to(self.device)
                 real = denormalize(x.float())
+                mirrored = real.flip(-1)
                 parts = eid(x).parts
-                add("recon_", denormalize(gen.decode(gen.encode_structure(sample["structure"][lo:lo + batch_size]
-                                                                          .to(self.device)), parts).float()), real)
+                s0 = sample["structure"][lo:lo + batch_size]
+                add("recon_", denormalize(gen.decode(gen.encode_structure(s0.to(self.device)), parts).float()), real)
                 for v, (angle, a) in enumerate(zip(angles, a_index)):
-                    s = sample["structures"][a, lo:lo + batch_size].to(self.device)
-                    fake = denormalize(gen.decode(gen.encode_structure(s), parts).float())
+                    s = sample["structures"][a, lo:lo + batch_size]
+                    fake = denormalize(gen.decode(gen.encode_structure(s.to(self.device)), parts).float())
                     true = sample["views"][v, lo:lo + batch_size].to(self.device)
+                    body = body_mask(s0, s)
                     add(f"gen_{angle}_", fake, true)
                     add("copy_", real, true)
+                    add("flip_", mirrored, true)
+                    add_body("body_gen_ssim", fake, true, body)
+                    add_body("body_copy_ssim", real, true, body)
+                    add_body("body_flip_ssim", mirrored, true, body)
         out: Dict[str, float] = {"images": n}
+        views = n * len(angles)
         for name in ("ssim", "psnr", "l1"):
             per_angle = [sums[f"gen_{a}_{name}"] / n for a in angles]
             out[name] = float(np.mean(per_angle))
             out.update({f"{name}_{a}": v for a, v in zip(angles, per_angle)})
             out[f"recon_{name}"] = sums[f"recon_{name}"] / n
-            out[f"copy_{name}"] = sums[f"copy_{name}"] / (n * len(angles))
+            out[f"copy_{name}"] = sums[f"copy_{name}"] / views
+            out[f"flip_{name}"] = sums[f"flip_{name}"] / views
+        out["body_ssim"] = sums["body_gen_ssim"] / views
+        out["body_copy_ssim"] = sums["body_copy_ssim"] / views
+        out["body_flip_ssim"] = sums["body_flip_ssim"] / views
         return out
 
     # -- checkpoint state ---------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
     """
     warnings = validate_config(cfg)
     started = distributed.setup(cfg)  # torchrun with several processes: join the process group
+    clean = False
     try:
         for warning in warnings:
             log.warning("%s", warning)
@@ -84,7 +85,9 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
         progress = progress and distributed.is_main()
         try:
             with quiet(not progress):  # feature extraction / evaluation progress follows `progress` too
-                return _train(cfg, plan, dataset, progress, device)
+                result = _train(cfg, plan, dataset, progress, device)
+            clean = True
+            return result
         except OSError as exc:
             if exc.errno in _WRITE_ERRNOS:  # disk full, permission denied …: one line, not a traceback
                 raise RunFolderError(f"training stopped: {os_error_message(exc, 'a file')}") from None
@@ -93,7 +96,7 @@ def train(cfg, resume: Optional[str] = None, dataset=None, progress: bool = True
             lock.release()
     finally:
         if started:
-            distributed.shutdown()
+            distributed.shutdown(clean)
 
 
 def _prepare_run_folder(cfg, resume, overwrite: bool, allow_changes: bool, device, lock: RunLock):

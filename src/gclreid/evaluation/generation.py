@@ -54,8 +54,13 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int = SSIM_WINDOW,
-         sigma: float = SSIM_SIGMA, k1: float = SSIM_K1, k2: float = SSIM_K2) -> torch.Tensor:
-    """Per-image SSIM of two B×C×H×W batches (mean of the SSIM map over valid positions and channels)."""
+         sigma: float = SSIM_SIGMA, k1: float = SSIM_K1, k2: float = SSIM_K2,
+         mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-image SSIM of two B×C×H×W batches (mean of the SSIM map over valid positions and channels).
+
+    `mask` (B×1×H×W, values in [0, 1]): average the SSIM map only where the mask is set (weighted by
+    it), e.g. over the person; a window counts at the mask value of its centre pixel. An image whose
+    mask is empty over the valid positions gets NaN."""
     a, b = _pair(a, b)
     h, w = a.shape[-2:]
     if h < window or w < window:
@@ -68,7 +73,13 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, window: int 
     mu_a, mu_b, aa, bb, ab = stats.split(n)
     var_a, var_b, cov = aa - mu_a * mu_a, bb - mu_b * mu_b, ab - mu_a * mu_b
     ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2))
-    return ssim_map.flatten(1).mean(1)
+    if mask is None:
+        return ssim_map.flatten(1).mean(1)
+    if mask.dim() != 4 or mask.shape[0] != n or mask.shape[1] != 1 or mask.shape[-2:] != a.shape[-2:]:
+        raise ValueError(f"SSIM mask must be {n}×1×{h}×{w}, got shape {tuple(mask.shape)}")
+    r = window // 2  # the valid map's position (i, j) is the window centred on pixel (i + r, j + r)
+    m = mask.to(ssim_map.dtype)[:, :, r:r + ssim_map.shape[-2], r:r + ssim_map.shape[-1]].expand_as(ssim_map)
+    return (ssim_map * m).flatten(1).sum(1) / m.flatten(1).sum(1)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, max_db: Optional[float] = None) -> torch.Tensor:
