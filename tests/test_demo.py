@@ -1,9 +1,10 @@
-"""`gclreid demo` end to end on a tiny SynthReID: data → untrained → stage 1 → stage 2 → stage 3."""
+"""`gclreid demo` end to end on a tiny SynthReID: data → untrained → stage 1 → stage 2 → stage 3 (+ contrast only)."""
 import json
 
 import pytest
 
 from gclreid.cli import main
+from gclreid.config import load_config
 from gclreid.demo import format_results, run_demo
 from gclreid.errors import GclreidError
 
@@ -16,6 +17,7 @@ SMALL = ["train.epochs=1", "train.iters_per_epoch=2", "train.batch_size=4", "dat
 TINY_STAGES = {"stage1": SMALL + ["cluster.instance_epochs=1", "train.num_instances=2"],
                "stage2": SMALL + ["gcl.gen_eval_images=2", "generator.aspp=false"],
                "stage3": SMALL + ["gcl.gen_eval_images=2", "generator.aspp=false", "cluster.eps=0.9", "gcl.num_negatives=16"]}
+TINY_STAGES["contrast"] = TINY_STAGES["stage3"]
 
 
 def test_demo_data_and_untrained_encoder_only_and_reuse(tmp_path):
@@ -36,14 +38,17 @@ def test_demo_runs_every_stage_from_the_previous_checkpoint(tmp_path):
     results = run_demo(out, workers=1, progress=False, synth_overrides=TINY, overrides=TINY_STAGES)
     stages = [r["stage"] for r in results["rows"]]
     assert stages == ["untrained encoder", "stage 1: cluster contrast", "stage 2: generator warm-up",
-                      "stage 3: GCL joint"]
+                      "stage 3: GCL joint", "stage 3 without generation"]
     # Stage 2 freezes the identity encoder: its evaluation equals stage 1's exactly.
     assert results["rows"][2]["mAP"] == results["rows"][1]["mAP"]
     assert all(0 < results["rows"][i]["novel_view_ssim"] <= 1 for i in (2, 3))
-    for key, init in (("stage2", "train.init"), ("stage3", "gcl.init")):
-        cfg = (out / key / "config.yaml").read_text()
-        previous = "stage1" if key == "stage2" else "stage2"
-        assert str(out / previous / "last.pt") in cfg, f"{key} is not initialised from {previous}"
+    for key, previous in (("stage2", "stage1"), ("stage3", "stage2"), ("contrast", "stage2")):
+        cfg = load_config(out / key / "config.yaml")
+        init = cfg.train.init if key == "stage2" else cfg.gcl.init
+        assert init == str(out / previous / "last.pt"), f"{key} is not initialised from {previous}"
+    # the control is stage 3's run without the generated views
+    assert load_config(out / "contrast" / "config.yaml").gcl.losses == ["contrast_only"]
+    assert load_config(out / "stage3" / "config.yaml").gcl.losses == ["gan", "lvi", "lvi2", "lvi3"]
     assert list((out / "stage3" / "grids").glob("*.png")), "stage 3 left no image grid"
     table = format_results(json.loads((out / "results.json").read_text()))
     assert "stage 3: GCL joint" in table and "SSIM" in table
@@ -52,6 +57,8 @@ def test_demo_runs_every_stage_from_the_previous_checkpoint(tmp_path):
 def test_demo_rejects_bad_stage_lists(tmp_path, capsys):
     with pytest.raises(GclreidError, match="skip one"):
         run_demo(tmp_path, stages=("stage2",), synth_overrides=TINY, progress=False)
+    with pytest.raises(GclreidError, match="contrast needs stage2"):
+        run_demo(tmp_path, stages=("stage1", "contrast"), synth_overrides=TINY, progress=False)
     with pytest.raises(GclreidError, match="unknown stage"):
         run_demo(tmp_path, stages=("stage9",), synth_overrides=TINY, progress=False)
     assert main(["demo", "--out", str(tmp_path), "--set", "train.epochs=1"]) != 0

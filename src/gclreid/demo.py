@@ -17,13 +17,27 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from .config import load_config, save_config, validate_config
 
-# (key, table label, shipped config, how the stage is initialised from the previous one)
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    key: str
+    label: str  # the row of the results table
+    config: str  # shipped config
+    init_key: Optional[str] = None  # the setting that names the checkpoint it starts from …
+    init_from: Optional[str] = None  # … the last.pt of this earlier stage
+    settings: tuple = ()  # overrides that make the stage what it is
+
+
 STAGES = (
-    ("stage1", "stage 1: cluster contrast", "cluster_contrast_synthreid.yaml", None),
-    ("stage2", "stage 2: generator warm-up", "gcl_stage2_synthreid.yaml", "train.init"),
-    ("stage3", "stage 3: GCL joint", "gcl_synthreid.yaml", "gcl.init"),
+    Stage("stage1", "stage 1: cluster contrast", "cluster_contrast_synthreid.yaml"),
+    Stage("stage2", "stage 2: generator warm-up", "gcl_stage2_synthreid.yaml", "train.init", "stage1"),
+    Stage("stage3", "stage 3: GCL joint", "gcl_synthreid.yaml", "gcl.init", "stage2"),
+    # The control beside the method (the paper's Table 3 "L_vi w/o GAN"): stage 3 from the same
+    # checkpoint with the same schedule, the memory contrast alone, no generated views.
+    Stage("contrast", "stage 3 without generation", "gcl_synthreid.yaml", "gcl.init", "stage2",
+          ("gcl.losses=[contrast_only]",)),
 )
-STAGE_KEYS = tuple(key for key, *_ in STAGES)
+STAGE_KEYS = tuple(stage.key for stage in STAGES)
 
 
 def ensure_synthreid(out: Path, seed: int, workers: int, progress: bool = True, **overrides) -> Dict[str, Any]:
@@ -69,10 +83,12 @@ def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int
     unknown = [s for s in stages if s not in STAGE_KEYS]
     if unknown:
         raise GclreidError(f"demo: unknown stage(s) {unknown}; expected some of {list(STAGE_KEYS)}")
-    wanted = [key for key in STAGE_KEYS if key in stages]
-    if wanted != list(STAGE_KEYS[:len(wanted)]):
-        raise GclreidError(f"demo: stages {list(stages)} skip one; each stage starts from the one before "
-                           f"({' → '.join(STAGE_KEYS)})")
+    wanted = [stage for stage in STAGES if stage.key in stages]
+    missing = [f"{stage.key} needs {stage.init_from}" for stage in wanted
+               if stage.init_from and stage.init_from not in stages]
+    if missing:
+        raise GclreidError(f"demo: stages {list(stages)} skip one ({'; '.join(missing)}): each stage starts from "
+                           f"an earlier one's checkpoint")
     bad = set(overrides or {}) - set(STAGE_KEYS)
     if bad:
         raise GclreidError(f"demo: overrides for unknown stage(s) {sorted(bad)}; expected some of {list(STAGE_KEYS)}")
@@ -82,20 +98,15 @@ def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int
     common = [f"data.root={data_dir}", f"run.seed={seed}", f"run.device={device}", f"data.workers={workers}"]
     # Every stage's config is built and checked before any work (an unknown key in --set, a bad value).
     stage_cfgs = {}
-    previous = None
-    for key, _label, config_name, init_key in STAGES:
-        if key not in wanted:
-            break
-        run_dir = out / key
-        stage_overrides = common + [f"run.out={run_dir}"]
-        if init_key:
-            stage_overrides.append(f"{init_key}={previous}")
+    for stage in wanted:
+        stage_overrides = common + [f"run.out={out / stage.key}", *stage.settings]
+        if stage.init_key:
+            stage_overrides.append(f"{stage.init_key}={out / stage.init_from / 'last.pt'}")
         try:
-            stage_cfgs[key] = load_config(config_name, stage_overrides + list((overrides or {}).get(key, [])))
-            validate_config(stage_cfgs[key])
+            stage_cfgs[stage.key] = load_config(stage.config, stage_overrides + list((overrides or {}).get(stage.key, [])))
+            validate_config(stage_cfgs[stage.key])
         except GclreidError as exc:
-            raise GclreidError(f"{key} (configs/{config_name}): {exc}") from None
-        previous = run_dir / "last.pt"
+            raise GclreidError(f"{stage.key} (configs/{stage.config}): {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     synth = ensure_synthreid(data_dir, seed, workers, progress, **(synth_overrides or {}))
@@ -119,17 +130,14 @@ def run_demo(out: os.PathLike, seed: int = 0, device: str = "auto", workers: int
     rows.append(_row("untrained encoder", result, time.time() - t))
     save()
 
-    for key, label, config_name, init_key in STAGES:
-        if key not in wanted:
-            break
-        run_dir = out / key
+    for stage in wanted:
         t = time.time()
         # The demo re-runs its stages: a stage folder from an earlier demo is replaced (once the new
         # stage has its first checkpoint), as `gclreid train --overwrite` does.
-        record = train(stage_cfgs[key], dataset=dataset, progress=progress, overwrite=True)
-        rows.append(_row(label, record["eval"], time.time() - t, record.get("generation")))
-        results["runs"][key] = {"config": config_name, "out": str(run_dir), "clusters": record.get("clusters", {})}
-        previous = run_dir / "last.pt"
+        record = train(stage_cfgs[stage.key], dataset=dataset, progress=progress, overwrite=True)
+        rows.append(_row(stage.label, record["eval"], time.time() - t, record.get("generation")))
+        results["runs"][stage.key] = {"config": stage.config, "settings": list(stage.settings),
+                                      "out": str(out / stage.key), "clusters": record.get("clusters", {})}
         save()
     return results
 
