@@ -168,6 +168,36 @@ def test_true_views_on_a_dataset_without_them_is_a_config_error_up_front(tmp_pat
 
 # -- optim.nesterov and gcl.gd_schedule ------------------------------------------------------------------
 
+# -- gcl.generation_trains_encoder --------------------------------------------------------------------------
+
+def test_generation_losses_can_be_kept_off_the_identity_encoder(synth, tmp_path):
+    # With the switch off, Eid's step is the one the view-invariant losses alone would give: the same as
+    # a run whose generation losses weigh nothing. The generator still learns from both.
+    ds = build_dataset("synthreid", synth)
+    after = {}
+    for name, extra in (("off", ["gcl.generation_trains_encoder=false"]),
+                        ("weightless", ["gcl.gan_weight=0", "gcl.lambda_img=0", "gcl.lambda_feat=0"]),
+                        ("on", [])):
+        method, batch = first_batch(cfg_for(synth, tmp_path / name, "optim.lr=0.05", *extra), ds)
+        before = {k: v.clone() for k, v in method.encoder.state_dict().items()}
+        gen_before = [p.detach().clone() for p in method.models["generator"].parameters()]
+        losses = method.step(batch)
+        after[name] = ({k: v.clone() for k, v in method.encoder.state_dict().items()},
+                       [p.detach().clone() for p in method.models["generator"].parameters()], losses)
+        assert any(not torch.equal(before[k], v) for k, v in after[name][0].items()), name  # Eid moved
+        assert any(not torch.equal(a, b) for a, b in zip(gen_before, after[name][1])), name  # G moved
+    off, weightless, on = after["off"], after["weightless"], after["on"]
+    for k, v in off[0].items():
+        assert torch.allclose(v.float(), weightless[0][k].float(), rtol=1e-5, atol=1e-7), k
+    assert any(not torch.allclose(v.float(), on[0][k].float(), atol=1e-6) for k, v in off[0].items())
+    # the generator's step differs from the weightless run (it does get the generation losses)
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(off[1], weightless[1]))
+    # the same losses were computed: only where their gradients go changed
+    for k in GENERATION_LOSSES + ("lvi", "lvi2", "lvi3"):
+        assert torch.allclose(off[2][k], on[2][k], rtol=1e-5, atol=1e-7), k
+    assert load_config(None).gcl.generation_trains_encoder is True  # paper and official code
+
+
 def test_nesterov_reaches_the_identity_encoder_sgd(synth, tmp_path):
     ds = build_dataset("synthreid", synth)
     for flag in (True, False):

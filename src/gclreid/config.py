@@ -216,6 +216,10 @@ class GCLConfig:
     # Stage 3: Eid's BN running statistics (used by test features) come from the real images only
     # (freeze), or also move on the three passes over generated images (update, official code).
     fake_bn: str = "freeze"
+    # Stage 3: the generation losses (adversarial, image and feature reconstruction) also train the
+    # identity encoder (true: paper and official code), or only the generator (false: Eid learns from the
+    # view-invariant losses alone, which still reach the generator through x'_new). docs/training.md, GCL.
+    generation_trains_encoder: bool = True
     checkpoint_decoder: bool = False  # recompute the decoder's activations in the backward: ~half the memory, some time
     gen_eval_images: int = 16  # SynthReID: query images whose generated views are scored against the true views
     grid_every: int = 0  # iterations between PNG grids of generated images (0: only at the end of each epoch)
