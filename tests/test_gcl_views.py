@@ -196,6 +196,8 @@ def test_generation_losses_can_be_kept_off_the_identity_encoder(synth, tmp_path)
     for k in GENERATION_LOSSES + ("lvi", "lvi2", "lvi3"):
         assert torch.allclose(off[2][k], on[2][k], rtol=1e-5, atol=1e-7), k
     assert load_config(None).gcl.generation_trains_encoder is True  # paper and official code
+    # logged beside the losses: the mean cosine of Eid(x) and Eid(x'_new), before the step
+    assert -1 <= float(off[2]["view_cos"]) <= 1 and torch.equal(off[2]["view_cos"], on[2]["view_cos"])
 
 
 def test_nesterov_reaches_the_identity_encoder_sgd(synth, tmp_path):

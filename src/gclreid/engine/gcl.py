@@ -304,6 +304,10 @@ class GCL(Method):
 
         with self.autocast():
             r = self.generate(x, s0, s1)
+        # Not a loss: how close the encoder finds the generated view to its real image (mean cosine of
+        # Eid(x) and Eid(x'_new)). Near 0, the view-invariant losses pull real features towards
+        # features of images the encoder does not recognise (docs/results.md, issue 15).
+        losses["view_cos"] = F.cosine_similarity(r["f"].detach().float(), r["f_new"].detach().float()).mean()
         fakes = [r["x_ori"], r["x_new"], r["x_cycle"]]
         # D step on detached fakes.
         D = self.models["discriminator"]

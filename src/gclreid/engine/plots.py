@@ -39,9 +39,9 @@ METRICS_FILE = "metrics.jsonl"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Entries of the `losses` dict that are not losses: DG-Net's ramped loss weights (`w_prim` …) and
-# training accuracies.
-_NOT_LOSSES = ("w_",)
+# Entries of the `losses` dict that are not losses: DG-Net's ramped loss weights (`w_prim` …), GCL's
+# cosine of real and generated views (`view_cos`) and training accuracies.
+_NOT_LOSSES = ("w_", "view_cos")
 # Larger magnitudes are left out like non-finite values: matplotlib's axis arithmetic overflows near
 # the float maximum, and no loss or metric worth a curve is that large.
 MAX_ABS = 1e30
