@@ -62,23 +62,34 @@ def mean_std(values):
 
 
 def summarise(out: Path, seeds, rows) -> dict:
-    table = {}
+    """Mean ± std over the seeds of every row (and stage 1 / 2), with the paired differences (same seed)
+    against stage 1 and against contrast_only; written to summary.json and summary.md."""
+    table, per_seed = {}, {}
     for name in ["stage1", "stage2", *rows]:
-        found = [json.loads(p.read_text()) for s in seeds if (p := out / f"seed{s}" / name / "results.json").is_file()]
+        found = {s: json.loads(p.read_text()) for s in seeds if (p := out / f"seed{s}" / name / "results.json").is_file()}
         if not found:
             continue
+        per_seed[name] = {s: 100 * r["eval"]["mAP"] for s, r in found.items()}
         entry = {"seeds": len(found),
-                 "mAP": mean_std([100 * r["eval"]["mAP"] for r in found]),
-                 "rank1": mean_std([100 * r["eval"]["rank1"] for r in found]),
-                 "per_seed_mAP": [round(100 * r["eval"]["mAP"], 2) for r in found]}
-        gens = [r["generation"] for r in found if r.get("generation")]
+                 "mAP": mean_std(list(per_seed[name].values())),
+                 "rank1": mean_std([100 * r["eval"]["rank1"] for r in found.values()]),
+                 "per_seed_mAP": [round(v, 2) for v in per_seed[name].values()]}
+        gens = [r["generation"] for r in found.values() if r.get("generation")]
         if gens:
             entry["generation"] = {k: mean_std([g[k] for g in gens]) for k in VIEW_KEYS if all(k in g for g in gens)}
         table[name] = entry
-    lines = ["| row | seeds | mAP (mean ± std) | R-1 (mean ± std) | mAP per seed |", "| --- | --- | --- | --- | --- |"]
+    for name, entry in table.items():  # paired: the same seed's run of the base row
+        for base in ("stage1", "contrast_only"):
+            common = [s for s in per_seed[name] if s in per_seed.get(base, {})]
+            if base != name and common:
+                entry[f"vs_{base}"] = mean_std([per_seed[name][s] - per_seed[base][s] for s in common])
+    fmt = lambda ms: f"{ms[0]:+.2f} ± {ms[1]:.2f}" if ms else "–"  # noqa: E731
+    lines = ["| row | seeds | mAP (mean ± std) | R-1 (mean ± std) | mAP per seed | vs stage1 (paired) | vs contrast_only (paired) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in table.items():
         lines.append(f"| {name} | {e['seeds']} | {e['mAP'][0]:.2f} ± {e['mAP'][1]:.2f} | "
-                     f"{e['rank1'][0]:.2f} ± {e['rank1'][1]:.2f} | {', '.join(map(str, e['per_seed_mAP']))} |")
+                     f"{e['rank1'][0]:.2f} ± {e['rank1'][1]:.2f} | {', '.join(map(str, e['per_seed_mAP']))} | "
+                     f"{fmt(e.get('vs_stage1'))} | {fmt(e.get('vs_contrast_only'))} |")
     for name in ("stage2", "generated", "true_view"):
         g = table.get(name, {}).get("generation")
         if g:
