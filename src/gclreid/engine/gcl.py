@@ -337,6 +337,7 @@ class GCL(Method):
                     l_feat = feature_reconstruction_loss(r["parts"], f_ori, f_cycle=f_cycle, target=g.feat_target)
             generation = g.gan_weight * adv + g.lambda_img * l_img + g.lambda_feat * l_feat
             total = generation
+            view_terms = []  # the view-invariant part of `total`
             losses.update(g_adv=adv, l_img=l_img, l_feat=l_feat)
             if g.stage == 3:
                 f_view = r["f_new"]  # gcl.views=generated: Eid(x'_new), the method
@@ -348,18 +349,19 @@ class GCL(Method):
                     if name in g.losses:
                         total = total + vi[name]
                         losses[name] = vi[name]
+                        view_terms.append(vi[name])
                 if "contrast_only" in g.losses:
                     extra = self.contrast.contrast_only(r["f"], index, sample=self.view_sample(index))
                     total = total + extra
                     losses["contrast_only"] = extra
+                    view_terms.append(extra)
             if g.stage == 3 and not g.generation_trains_encoder:
                 # the generation losses reach the generator only; the view-invariant ones both networks
                 self.zero_grad(["generator", "identity_encoder"])
                 generator_params = [p for group in self.optimizers["generator"].param_groups for p in group["params"]]
                 generation.backward(inputs=generator_params, retain_graph=True)
-                if total is not generation:
-                    view_loss = sum(losses[name] for name in ("lvi", "lvi2", "lvi3", "contrast_only") if name in losses)
-                    view_loss.backward()
+                if view_terms:
+                    sum(view_terms).backward()
                 self.apply_gradients(["generator", "identity_encoder"])
             else:
                 self.optimise(total, ["generator", "identity_encoder"] if g.stage == 3 else ["generator"])
