@@ -539,31 +539,32 @@ class GCL(Method):
         a_index = [sample["angles"].index(a) for a in angles]
         sums: Dict[str, float] = {}
 
+        # Every image is scored on the CPU in float32, moved there once.
         def add(prefix: str, a: torch.Tensor, b: torch.Tensor) -> None:
-            for name, values in image_metrics(a.float().cpu(), b.float().cpu(), max_db=PSNR_CAP_DB).items():
+            for name, values in image_metrics(a, b, max_db=PSNR_CAP_DB).items():
                 sums[prefix + name] = sums.get(prefix + name, 0.0) + float(values.sum())
 
         def add_body(key: str, a: torch.Tensor, b: torch.Tensor, body: torch.Tensor) -> None:
-            values = ssim(a.float().cpu(), b.float().cpu(), mask=body).nan_to_num(0.0)
+            values = ssim(a, b, mask=body).nan_to_num(0.0)
             sums[key] = sums.get(key, 0.0) + float(values.sum())
 
         def body_mask(*maps: torch.Tensor) -> torch.Tensor:
             shown = torch.stack([m > -1 + 1e-3 for m in maps]).any(0).float()  # maps are black (−1) off the body
-            return F.max_pool2d(shown, kernel_size=5, stride=1, padding=2).cpu()
+            return F.max_pool2d(shown, kernel_size=5, stride=1, padding=2)
 
         n = len(sample["records"])
         with self.eval_models(), self.autocast():
             for lo in range(0, n, batch_size):
                 x = sample["image"][lo:lo + batch_size].to(self.device)
-                real = denormalize(x.float())
+                real = denormalize(x.float()).cpu()
                 mirrored = real.flip(-1)
                 parts = eid(x).parts
                 s0 = sample["structure"][lo:lo + batch_size]
-                add("recon_", denormalize(gen.decode(gen.encode_structure(s0.to(self.device)), parts).float()), real)
+                add("recon_", denormalize(gen.decode(gen.encode_structure(s0.to(self.device)), parts).float()).cpu(), real)
                 for v, (angle, a) in enumerate(zip(angles, a_index)):
                     s = sample["structures"][a, lo:lo + batch_size]
-                    fake = denormalize(gen.decode(gen.encode_structure(s.to(self.device)), parts).float())
-                    true = sample["views"][v, lo:lo + batch_size].to(self.device)
+                    fake = denormalize(gen.decode(gen.encode_structure(s.to(self.device)), parts).float()).cpu()
+                    true = sample["views"][v, lo:lo + batch_size].float().cpu()
                     body = body_mask(s0, s)
                     add(f"gen_{angle}_", fake, true)
                     add("copy_", real, true)
