@@ -16,6 +16,24 @@ TINY_GENERATOR = [
     "generator.dis_num_scales=2",
 ]
 
+# A tiny SynthReID (true novel views included) and GCL on it at 64×32, for the tests that need the
+# true views (test_gcl_generation, test_gcl_views); add gcl.stage and the rest per test.
+TINY_SYNTH = dict(train_ids=4, test_ids=3, distractors=2, cams=2, train_images_per_id=3.0, test_images_per_id=4.0)
+TINY_SYNTH_GCL = [
+    "data.name=synthreid", "data.height=64", "data.width=32", "data.workers=0",
+    "model.arch=resnet18", "model.pretrained=false", "model.embed_dim=32",
+    *TINY_GENERATOR, "generator.mlp_dim=32",
+    "train.method=gcl", "train.batch_size=4", "train.log_every=100", "train.eval_every=0", "eval.batch_size=32",
+    "cluster.k1=4", "cluster.k2=2", "cluster.eps=0.5", "cluster.min_samples=2", "gcl.num_negatives=8", "run.seed=0",
+]
+
+
+def make_tiny_synth(root: Path) -> Path:
+    """Generate :data:`TINY_SYNTH` (demo preset, seed 0) into ``root``."""
+    from gclreid.synth import generate, preset
+    generate(preset("demo", seed=0, **TINY_SYNTH), str(root), workers=1, progress=False)
+    return root
+
 
 def make_stripe_people(root: Path, train_ids: int = 12, test_ids: int = 8, per_cam: int = 3, cams: int = 3,
                        height: int = 32, width: int = 16, seed: int = 0, palette: int = 0, cast: float = 0.3,

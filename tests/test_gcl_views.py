@@ -15,29 +15,18 @@ from gclreid.engine import build_method, train
 from gclreid.engine.optim import apply_lr_schedule
 from gclreid.errors import DatasetError
 from gclreid.runtime import seed_everything
-from gclreid.synth import generate, preset
 
-from conftest import TINY_GENERATOR, add_body_structures, make_stripe_people
+from conftest import TINY_SYNTH_GCL, add_body_structures, make_tiny_synth, make_stripe_people
 
 H, W = 64, 32
-TINY_SYNTH = dict(train_ids=4, test_ids=3, distractors=2, cams=2, train_images_per_id=3.0, test_images_per_id=4.0)
-TINY_GCL = [
-    "data.name=synthreid", f"data.height={H}", f"data.width={W}", "data.workers=0",
-    "model.arch=resnet18", "model.pretrained=false", "model.embed_dim=32",
-    *TINY_GENERATOR, "generator.mlp_dim=32",
-    "train.method=gcl", "train.batch_size=4", "train.log_every=100", "train.eval_every=0", "eval.batch_size=32",
-    "cluster.k1=4", "cluster.k2=2", "cluster.eps=0.5", "cluster.min_samples=2", "gcl.num_negatives=8", "run.seed=0",
-    "gcl.stage=3",
-]
+TINY_GCL = [*TINY_SYNTH_GCL, "gcl.stage=3"]
 CPU = torch.device("cpu")
 GENERATION_LOSSES = ("d_total", "d_r1", "g_adv", "l_img", "l_feat")
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gclviews") / "synth"
-    generate(preset("demo", seed=0, **TINY_SYNTH), str(root), workers=1, progress=False)
-    return root
+    return make_tiny_synth(tmp_path_factory.mktemp("gclviews") / "synth")
 
 
 def cfg_for(root, out, *extra):
