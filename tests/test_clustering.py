@@ -365,13 +365,23 @@ def test_pseudo_labels_reports_statistics(data):
 
 # ---- bad input ---------------------------------------------------------------------------------
 
-def test_bad_input_is_rejected_clearly():
+def test_bad_input_is_rejected_clearly(monkeypatch):
     x, _ = clustered_features(n_ids=5, per_id=6, n_noise=5)
     bad = x.copy()
     bad[3, 1] = np.nan
     bad[7, 0] = np.inf
     with pytest.raises(FeatureError, match=r"2 row\(s\) contain NaN or Inf.*\[3, 7\]"):
         jaccard_distance(bad)
+    # the scan goes block by block: a bad row in a later block, or only in the last, is found too
+    from gclreid.clustering import _checks
+    monkeypatch.setattr(_checks, "FINITE_CHECK_ROWS", 4)
+    late = x.copy()
+    late[len(x) - 1, 2] = -np.inf
+    with pytest.raises(FeatureError, match=rf"1 row\(s\) contain NaN or Inf.*\[{len(x) - 1}\]"):
+        jaccard_distance(late)
+    with pytest.raises(FeatureError, match=r"2 row\(s\) contain NaN or Inf.*\[3, 7\]"):
+        jaccard_distance(bad)
+    assert _checks.as_feature_tensor(late, check_finite=False).shape == x.shape  # left to the caller
     with pytest.raises(FeatureError, match="k1=35 must be smaller than the number of samples"):
         jaccard_distance(x, k1=35)
     with pytest.raises(FeatureError, match="2-D"):

@@ -9,6 +9,7 @@ import torch
 from ..errors import GclreidError
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
+FINITE_CHECK_ROWS = 8192  # rows per block of the NaN/Inf scan
 
 
 class FeatureError(GclreidError, ValueError):
@@ -16,9 +17,11 @@ class FeatureError(GclreidError, ValueError):
 
 
 def as_feature_tensor(features: ArrayLike, name: str = "features",
-                      device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+                      device: Optional[Union[str, torch.device]] = None, check_finite: bool = True) -> torch.Tensor:
     """Return `features` as a float32 2-D torch tensor on `device` (default: where it already is;
-    numpy input goes to the CPU). Raises FeatureError for anything else, naming what was wrong."""
+    numpy input goes to the CPU), without a copy when it already is one. Raises FeatureError for
+    anything else, naming what was wrong. ``check_finite=False`` skips the NaN/Inf scan, for callers
+    that find such rows on their own pass over the data (``topk_search``)."""
     if isinstance(features, np.ndarray):
         if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
             raise FeatureError(f"{name}: expected a numeric array, got dtype {features.dtype}")
@@ -37,14 +40,15 @@ def as_feature_tensor(features: ArrayLike, name: str = "features",
     if device is not None:
         tensor = tensor.to(device)
     tensor = tensor.float().contiguous()
-    # A finite float64 sum proves every entry finite (NaN and ±Inf propagate), in one cheap pass;
-    # only when it is not, look for the offending rows.
-    if bool(torch.isfinite(tensor.sum(dtype=torch.float64))):
+    if not check_finite:
         return tensor
-    bad = ~torch.isfinite(tensor).all(dim=1)
-    if bool(bad.any()):
-        rows = torch.nonzero(bad).flatten()[:5].tolist()
-        raise FeatureError(f"{name}: {int(bad.sum())} row(s) contain NaN or Inf values (first rows: {rows})")
+    # Scanned in blocks of rows, so a large feature matrix never gets a full-size temporary; only
+    # when a block is not finite are the offending rows looked for.
+    for lo in range(0, len(tensor), FINITE_CHECK_ROWS):
+        if not bool(torch.isfinite(tensor[lo:lo + FINITE_CHECK_ROWS]).all()):
+            bad = ~torch.isfinite(tensor).all(dim=1)
+            rows = torch.nonzero(bad).flatten()[:5].tolist()
+            raise FeatureError(f"{name}: {int(bad.sum())} row(s) contain NaN or Inf values (first rows: {rows})")
     return tensor
 
 

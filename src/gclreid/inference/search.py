@@ -43,8 +43,8 @@ def topk_search(query: ArrayLike, gallery: ArrayLike, k: int, *, backend: str = 
     or ``"faiss"`` (exact ``IndexFlatIP``, CPU; needs the faiss package).
     `chunk_bytes` bounds one chunk of scores (query chunk × gallery chunk float32). Non-finite features
     are a :class:`FeatureError` naming the first bad gallery row."""
-    q = _features(query, "query features", device)
-    g = _features(gallery, "gallery features", q.device)
+    q = as_feature_tensor(query, "query features", device)
+    g = as_feature_tensor(gallery, "gallery features", q.device, check_finite=False)  # checked while scoring
     if q.shape[1] != g.shape[1]:
         raise FeatureError(f"feature dimensions differ: query {q.shape[1]}, gallery {g.shape[1]} (were both "
                            "embedded with the same checkpoint?)")
@@ -83,26 +83,6 @@ def topk_search(query: ArrayLike, gallery: ArrayLike, k: int, *, backend: str = 
         best_d[qs:qs + len(qc)] = (2 - 2 * top_s).clamp_(min=0).cpu().numpy()
         best_i[qs:qs + len(qc)] = top_i.cpu().numpy()
     return best_d, best_i
-
-
-def _features(x: ArrayLike, name: str, device) -> torch.Tensor:
-    """A 2-D float32 tensor on `device` — without a copy when `x` already is one (a 1M-row gallery is
-    2 GB: no float64 pass over it, unlike ``as_feature_tensor``)."""
-    if isinstance(x, np.ndarray):
-        if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-            raise FeatureError(f"{name}: expected a numeric array, got dtype {x.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(x))
-    elif isinstance(x, torch.Tensor):
-        t = x.detach()
-        if t.is_complex() or t.dtype == torch.bool:
-            raise FeatureError(f"{name}: expected a real-valued tensor, got dtype {t.dtype}")
-    else:
-        raise FeatureError(f"{name}: expected a numpy array or torch tensor of shape (N, D), got {type(x).__name__}")
-    if t.dim() != 2 or 0 in t.shape:
-        raise FeatureError(f"{name}: expected a non-empty 2-D array (N, D), got shape {tuple(t.shape)}")
-    if device is not None:
-        t = t.to(device)
-    return t.float().contiguous()
 
 
 def _merge(scores: torch.Tensor, index: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
