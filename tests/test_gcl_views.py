@@ -201,6 +201,22 @@ def test_nesterov_reaches_the_identity_encoder_sgd(synth, tmp_path):
     assert load_config(PACKAGE_CONFIGS / "gcl_official.yaml").optim.nesterov is True
 
 
+def test_progress_line_shows_the_identity_encoders_learning_rate(synth, tmp_path, caplog):
+    # stage 3 has three optimisers (G and D first, Adam at gcl.lr_g); the line shows the one that
+    # trains the encoder, also in contrast-only mode where G and D do not step
+    ds = build_dataset("synthreid", synth)
+    stage3 = build_method(cfg_for(synth, tmp_path, "optim.lr=3.5e-4", "gcl.lr_g=1e-4"), ds, CPU)
+    assert stage3.logged_optimizer() is stage3.optimizers["identity_encoder"]
+    stage2 = build_method(cfg_for(synth, tmp_path, "gcl.stage=2", "gcl.losses=[gan]"), ds, CPU)
+    assert stage2.logged_optimizer() is stage2.optimizers["generator"]  # the encoder does not learn
+    cfg = cfg_for(synth, tmp_path / "run", "gcl.losses=[contrast_only]", "optim.lr=3.5e-4", "gcl.lr_g=1e-4",
+                  "train.epochs=1", "train.iters_per_epoch=1", "train.log_every=1")
+    with caplog.at_level("INFO", logger="gclreid"):
+        train(cfg, progress=True)
+    lines = [r.getMessage() for r in caplog.records if " it 1/1 " in r.getMessage()]
+    assert len(lines) == 1 and "lr 3.50e-04" in lines[0], lines
+
+
 def gd_lrs(method, cfg, epoch_progress):
     for opt in method.optimizers.values():  # what the training loop does every iteration
         apply_lr_schedule(opt, cfg.optim, epoch_progress, cfg.train.epochs)

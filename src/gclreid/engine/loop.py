@@ -205,10 +205,11 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
             if progress:
                 log.info("epoch %d/%d: %d iterations (a line every %d; prepared in %s)", epoch + 1, epochs, iters,
                          cfg.train.log_every, format_seconds(clock.before_seconds[-1]))
+            shown = method.logged_optimizer()
             for it, batch in enumerate(loader):
                 for opt in method.optimizers.values():
                     apply_lr_schedule(opt, cfg.optim, epoch + it / iters, epochs)
-                lr = next(iter(method.optimizers.values())).param_groups[0]["lr"]
+                lr = shown.param_groups[0]["lr"]
                 logger.accumulate(method.step(batch))
                 step += 1
                 if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:

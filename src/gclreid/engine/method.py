@@ -62,6 +62,15 @@ class Method:
         """The network evaluated and exported (the identity encoder)."""
         return self.models["identity_encoder"]
 
+    def logged_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser whose learning rate the progress line shows: the one that trains the encoder,
+        else (GCL stage 2, where only the generator and discriminator learn) the first."""
+        own = {id(p) for p in self.encoder.parameters()}
+        for opt in self.optimizers.values():
+            if any(id(p) in own for group in opt.param_groups for p in group["params"]):
+                return opt
+        return next(iter(self.optimizers.values()))
+
     def start_epoch(self, epoch: int) -> Dict[str, float]:
         """Prepare the epoch (pseudo labels, memories); return statistics to log."""
         return {}
