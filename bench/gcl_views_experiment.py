@@ -101,6 +101,20 @@ def summarise(out: Path, seeds, rows) -> dict:
     return table
 
 
+def synth_settings(items) -> dict:
+    """``["cams=3", …]`` → ``{"cams": 3, …}`` for the SynthReID preset (integers; the preset names a bad key)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            settings[key] = int(value)
+        except ValueError:
+            raise SystemExit(f"--synth-set {item!r}: expected KEY=INTEGER, e.g. cams=3") from None
+        if not sep or not key:
+            raise SystemExit(f"--synth-set {item!r}: expected KEY=INTEGER, e.g. cams=3")
+    return settings
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/views_exp")
@@ -108,11 +122,14 @@ def main(argv=None) -> None:
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=sorted(ROWS))
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the SynthReID demo set (shared by all runs)")
     parser.add_argument("--stage2-set", nargs="*", default=[], help="extra overrides for stage 2 (e.g. train.epochs=10)")
+    parser.add_argument("--synth-set", nargs="*", default=[], metavar="KEY=INT",
+                        help="SynthReID settings that differ from the demo preset, e.g. cams=3 (3 cameras: one sees "
+                             "fronts, one backs, one sides)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     out = Path(args.out)
     data = out / "data"
-    ensure_synthreid(data, args.data_seed, args.workers, progress=False)
+    ensure_synthreid(data, args.data_seed, args.workers, progress=False, **synth_settings(args.synth_set))
     dataset = build_dataset("synthreid", str(data))
     for seed in args.seeds:
         common = [f"data.root={data}", f"run.seed={seed}", f"data.workers={args.workers}"]

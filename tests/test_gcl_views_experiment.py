@@ -53,3 +53,11 @@ def test_summary_pairs_only_seeds_that_both_rows_have(tmp_path):
     assert table["generated"]["seeds"] == 2 and table["contrast_only"]["seeds"] == 2
     # only seed 0 has both: one difference, no spread
     assert table["generated"]["vs_contrast_only"] == (pytest.approx(-7.0), 0.0)
+
+
+def test_synth_settings_are_parsed_as_integers_and_bad_ones_named():
+    assert exp.synth_settings(["cams=3", "train_ids=80"]) == {"cams": 3, "train_ids": 80}
+    assert exp.synth_settings([]) == {}
+    for bad in ("cams", "cams=three", "=3"):
+        with pytest.raises(SystemExit, match=f"--synth-set '{bad}'"):
+            exp.synth_settings([bad])
