@@ -105,13 +105,10 @@ def synth_settings(items) -> dict:
     """``["cams=3", …]`` → ``{"cams": 3, …}`` for the SynthReID preset (integers; the preset names a bad key)."""
     settings = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            settings[key] = int(value)
-        except ValueError:
-            raise SystemExit(f"--synth-set {item!r}: expected KEY=INTEGER, e.g. cams=3") from None
-        if not sep or not key:
+        key, _, value = item.partition("=")
+        if not key or not value.lstrip("-").isdigit():
             raise SystemExit(f"--synth-set {item!r}: expected KEY=INTEGER, e.g. cams=3")
+        settings[key] = int(value)
     return settings
 
 

@@ -19,8 +19,9 @@ TINY_GENERATOR = [
 # A tiny SynthReID (true novel views included) and GCL on it at 64×32, for the tests that need the
 # true views (test_gcl_generation, test_gcl_views); add gcl.stage and the rest per test.
 TINY_SYNTH = dict(train_ids=4, test_ids=3, distractors=2, cams=2, train_images_per_id=3.0, test_images_per_id=4.0)
+TINY_H, TINY_W = 64, 32
 TINY_SYNTH_GCL = [
-    "data.name=synthreid", "data.height=64", "data.width=32", "data.workers=0",
+    "data.name=synthreid", f"data.height={TINY_H}", f"data.width={TINY_W}", "data.workers=0",
     "model.arch=resnet18", "model.pretrained=false", "model.embed_dim=32",
     *TINY_GENERATOR, "generator.mlp_dim=32",
     "train.method=gcl", "train.batch_size=4", "train.log_every=100", "train.eval_every=0", "eval.batch_size=32",

@@ -16,9 +16,9 @@ from gclreid.evaluation.generation import image_metrics, ssim
 from gclreid.structures.dataset import load_structure
 from gclreid.structures import ANGLES, structure_path
 
-from conftest import TINY_SYNTH_GCL, make_tiny_synth
+from conftest import TINY_H, TINY_SYNTH_GCL, TINY_W, make_tiny_synth
 
-H, W = 64, 32
+H, W = TINY_H, TINY_W
 TINY_GCL = TINY_SYNTH_GCL
 
 

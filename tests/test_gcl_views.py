@@ -16,9 +16,9 @@ from gclreid.engine.optim import apply_lr_schedule
 from gclreid.errors import DatasetError
 from gclreid.runtime import seed_everything
 
-from conftest import TINY_SYNTH_GCL, add_body_structures, make_tiny_synth, make_stripe_people
+from conftest import TINY_H, TINY_SYNTH_GCL, TINY_W, add_body_structures, make_tiny_synth, make_stripe_people
 
-H, W = 64, 32
+H, W = TINY_H, TINY_W
 TINY_GCL = [*TINY_SYNTH_GCL, "gcl.stage=3"]
 CPU = torch.device("cpu")
 GENERATION_LOSSES = ("d_total", "d_r1", "g_adv", "l_img", "l_feat")
