@@ -48,6 +48,10 @@ def test_stage2_epoch_records_novel_view_metrics_grids_and_scalars(synth, tmp_pa
     # the record lands in metrics.jsonl as it was returned
     assert read_metrics(tmp_path / "s2" / "metrics.jsonl")[-1]["generation"] == gen
     assert json.loads((tmp_path / "s2" / "results.json").read_text())["generation"]["ssim"] == gen["ssim"]
+    cos = record["view_cos"]
+    n_train = len(build_dataset("synthreid", synth).train)
+    assert cos["images"] == len(set(np.linspace(0, n_train - 1, 16).astype(int))) and set(cos) == {"images", "novel", "recon", "mirror", "other",
+                                               *(f"novel_{a}" for a in cfg.gcl.angles)}
     grids = tmp_path / "s2" / "grids"
     for name in ("epoch_001.png", "test_epoch_001.png", "iter_0000002.png", "test_iter_0000002.png"):
         assert (grids / name).is_file(), name
@@ -98,14 +102,49 @@ def test_copy_baseline_matches_a_direct_computation_from_the_files(synth, tmp_pa
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_view_recognition_matches_a_direct_computation(synth, tmp_path):
+    # cos(Eid(x), Eid(G(x, s_angle))) per image and angle, recomputed here image by image from the files
+    cfg = cfg_for(synth, tmp_path / "vr", "gcl.stage=2", "gcl.gen_eval_images=5")
+    method = build_method(cfg, build_dataset("synthreid", synth), torch.device("cpu"))
+    got = method.view_recognition(batch_size=2)  # batches of 2 over 5 images: a short last batch
+    records = method.records
+    picks = [records[i] for i in sorted(set(np.linspace(0, len(records) - 1, 5).astype(int)))]
+    transform = build_test_transform(cfg.data)
+    eid, gen = method.encoder.eval(), method.models["generator"].eval()
+    cos = torch.nn.functional.cosine_similarity
+    feats, novel, recon, mirror = [], {a: [] for a in cfg.gcl.angles}, [], []
+    with torch.no_grad():
+        for rec in picks:
+            x = transform(load_image(rec.path))[None]
+            out = eid(x)
+            feats.append(out.embedding)
+            mirror.append(float(cos(out.embedding, eid(x.flip(-1)).embedding)))
+            for a in (0, *cfg.gcl.angles):
+                s = load_structure(structure_path(synth / "structures", rec, a), H, W)[None]
+                c = float(cos(out.embedding, eid(gen.decode(gen.encode_structure(s), out.parts)).embedding))
+                (recon if a == 0 else novel[a]).append(c)
+    f = torch.cat(feats)
+    assert got["images"] == 5
+    assert got["mirror"] == pytest.approx(np.mean(mirror), abs=1e-5)
+    assert got["recon"] == pytest.approx(np.mean(recon), abs=1e-5)
+    for a in cfg.gcl.angles:
+        assert got[f"novel_{a}"] == pytest.approx(np.mean(novel[a]), abs=1e-5)
+    assert got["novel"] == pytest.approx(np.mean([np.mean(v) for v in novel.values()]), abs=1e-5)
+    assert got["other"] == pytest.approx(float(cos(f, f.roll(2, 0)).mean()), abs=1e-5)
+    assert 0.9 < got["mirror"] <= 1 + 1e-6  # a mirrored person is the same person to any sane encoder
+
+
 def test_without_views_metrics_are_skipped_quietly_but_the_test_grid_is_saved(synth, tmp_path, caplog):
     cfg = cfg_for(synth, tmp_path / "nv", "gcl.stage=2")
     method = build_method(cfg, build_dataset("synthreid", synth), torch.device("cpu"))
     method.views_root = lambda: tmp_path / "no-views"
     py_state, torch_state = random.getstate(), torch.get_rng_state()
     with caplog.at_level("WARNING", logger="gclreid"):
-        assert method.end_epoch(0) == {}
+        record = method.end_epoch(0)
     assert not caplog.records
+    # no true views: no `generation`, but whether the encoder recognises the views needs none
+    assert set(record) == {"view_cos"}
+    assert all(-1 <= v <= 1 for k, v in record["view_cos"].items() if k != "images")
     # grids and metrics draw no random numbers from the training streams
     assert random.getstate() == py_state and torch.equal(torch.get_rng_state(), torch_state)
     with Image.open(tmp_path / "nv" / "grids" / "test_epoch_001.png") as im:

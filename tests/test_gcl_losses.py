@@ -207,16 +207,24 @@ def test_memory_update_with_repeated_indices_is_sequential():
 
 
 def test_loss_can_backpropagate_after_the_memory_update():
-    loss_fn = ViewContrastLoss(20, 4, num_negatives=5)
-    g = torch.Generator().manual_seed(0)
-    loss_fn.memory.initialise(torch.randn(20, 4, generator=g))
-    loss_fn.memory.set_labels(torch.arange(20) % 4)
-    f = torch.randn(3, 4, generator=g, requires_grad=True)
-    f_new = torch.randn(3, 4, generator=g, requires_grad=True)
-    losses = loss_fn(f, f_new, [0, 5, 9], generator=g)
-    loss_fn.memory.update([0, 5, 9], f.detach())  # official order: update before backward
-    sum(losses.values()).backward()
-    assert f.grad is not None and f_new.grad is not None
+    """The official order (update, then backward) gives the gradients of the memory the loss read."""
+    grads = []
+    for update_first in (False, True):
+        loss_fn = ViewContrastLoss(20, 4, num_negatives=5)
+        g = torch.Generator().manual_seed(0)
+        loss_fn.memory.initialise(torch.randn(20, 4, generator=g))
+        loss_fn.memory.set_labels(torch.arange(20) % 4)
+        f = torch.randn(3, 4, generator=g, requires_grad=True)
+        f_new = torch.randn(3, 4, generator=g, requires_grad=True)
+        losses = loss_fn(f, f_new, [0, 5, 9], generator=g)
+        before = loss_fn.memory.features.clone()
+        if update_first:
+            loss_fn.memory.update([0, 5, 9], f.detach() * 3 + 1)
+            assert not torch.allclose(loss_fn.memory.features, before)
+        sum(losses.values()).backward()
+        grads.append((f.grad, f_new.grad))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-7)
 
 
 # ---------------------------------------------------------------- sampling

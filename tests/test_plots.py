@@ -36,7 +36,9 @@ def gcl_stage2_records(epochs=2):
            "psnr": 16.1, "recon_psnr": 16.0, "copy_psnr": 18.7, "l1": 0.12, "recon_l1": 0.12, "copy_l1": 0.06}
     records = [{"epoch": e, "iterations": 2,
                 "losses": {"d_total": 6.0, "d_r1": 2.3e-12, "g_adv": 12.0, "l_img": 1.1, "l_feat": 0.9, "loss": 22.5},
-                "clusters": {}, "generation": gen} for e in range(1, epochs + 1)]
+                "clusters": {}, "generation": gen,
+                "view_cos": {"images": 6, "novel": 0.3 + 0.1 * e, "novel_45": 0.5, "recon": 0.6, "mirror": 0.95,
+                             "other": -0.02}} for e in range(1, epochs + 1)]
     records[-1].update(eval=evaluation(0.7), eval_split="test")  # train.eval_every=0: the last epoch only
     return records
 
@@ -98,7 +100,9 @@ def test_cluster_contrast_run_gets_eval_loss_cluster_panels_and_a_drawn_png(tmp_
 
 def test_gcl_stage2_has_novel_view_ssim_and_no_cluster_panel(tmp_path):
     records = gcl_stage2_records()
-    assert names(records) == ["eval", "losses", "generation"]
+    assert names(records) == ["eval", "losses", "generation", "view_cos"]
+    cos = panel(records, "view_cos")
+    assert [s.y for s in cos.series] == [[0.4, 0.5], [0.6, 0.6], [0.95, 0.95], [-0.02, -0.02]]
     gen = panel(records, "generation")
     assert "novel-view SSIM" in gen.title
     assert [s.y for s in gen.series] == [[0.16, 0.16], [0.2, 0.2], [0.42, 0.42]]
@@ -109,7 +113,7 @@ def test_gcl_stage2_has_novel_view_ssim_and_no_cluster_panel(tmp_path):
     assert "below the axis" in next(s.label for s in losses.series if s.label.startswith("d_r1"))
     # the GCL stage-3 memory clustering adds the cluster panels
     stage3 = [{**r, "clusters": clusters(5, 4, samples=15)} for r in records]
-    assert names(stage3) == ["eval", "losses", "clusters", "cluster_quality", "generation"]
+    assert names(stage3) == ["eval", "losses", "clusters", "cluster_quality", "generation", "view_cos"]
     h, _, drawn, ink = png(write_training_plot(write_run(tmp_path / "s3", stage3), strict=True))
     assert drawn == names(stage3) and h == 1030 and ink > 0.02
 

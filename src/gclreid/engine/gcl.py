@@ -18,7 +18,9 @@ or as oracle and controls the true view, the mirrored input, the input); generat
 
 To see it work: PNG grids of fixed training and test images at the end of every epoch (and every
 ``gcl.grid_every`` iterations), and, on datasets with true novel views (SynthReID's ``views/``),
-SSIM/PSNR/L1 of the generated views against them in each epoch record (``generation``).
+SSIM/PSNR/L1 of the generated views against them in each epoch record (``generation``); on any
+dataset the cosine of the encoder's features of fixed training images and of their generated views
+(``view_cos``: does the encoder recognise the views the view-invariant losses use?).
 """
 from __future__ import annotations
 
@@ -128,6 +130,7 @@ class GCL(Method):
         self.labels = np.full(len(self.records), -1, dtype=np.int64)
         self.grid_images = None
         self._test_sample: Optional[dict] = None  # fixed query images for the test grid / metrics
+        self._train_sample: Optional[dict] = None  # fixed training images for `view_cos`
         self._items = None  # the StructureDataset, built on first use
         self.iteration = 0  # optimisation steps so far (for gcl.grid_every)
         # Compute pattern switches (results are equal either way, up to float rounding;
@@ -400,8 +403,14 @@ class GCL(Method):
         grids = Path(self.cfg.run.out) / "grids"
         self.save_grid(grids / f"epoch_{epoch + 1:03d}.png")
         self.save_test_grid(grids / f"test_epoch_{epoch + 1:03d}.png")
+        out = {}
         metrics = self.generation_metrics()
-        return {"generation": metrics} if metrics else {}
+        if metrics:
+            out["generation"] = metrics
+        recognised = self.view_recognition()
+        if recognised:
+            out["view_cos"] = recognised
+        return out
 
     @torch.no_grad()
     def save_grid(self, path: Path, count: int = 6) -> Path:
@@ -584,6 +593,79 @@ class GCL(Method):
         out["body_ssim"] = sums["body_gen_ssim"] / views
         out["body_copy_ssim"] = sums["body_copy_ssim"] / views
         out["body_flip_ssim"] = sums["body_flip_ssim"] / views
+        return out
+
+    def train_sample(self) -> dict:
+        """A fixed sample of training images with their structure maps, for :meth:`view_recognition`.
+
+        `gcl.gen_eval_images` images spread evenly over the training list; keys ``image`` (B×3×H×W,
+        normalised, test transform), ``structure`` (B×1×H×W, 0°), ``angles`` (those of `gcl.angles`
+        whose maps exist for every sampled image) and ``structures`` (A×B×1×H×W). Empty when no map
+        at 0° exists. Loaded once and cached; it draws no random numbers.
+        """
+        if self._train_sample is not None:
+            return self._train_sample
+        from ..data import build_test_transform, load_image
+        from ..structures.dataset import load_structure
+        self._train_sample = {}
+        root, n = self.structure_root(), int(self.cfg.gcl.gen_eval_images)
+        picks = sorted(set(np.linspace(0, len(self.records) - 1, num=min(max(n, 1), len(self.records))).astype(int)))
+        records = [self.records[i] for i in picks if structure_path(root, self.records[i], 0).is_file()]
+        angles = [a for a in self.cfg.gcl.angles if all(structure_path(root, r, a).is_file() for r in records)]
+        if len(records) < 2 or not angles:
+            return self._train_sample
+        d = self.cfg.data
+        transform = build_test_transform(d)
+
+        def maps(angle):
+            return torch.stack([load_structure(structure_path(root, r, angle), d.height, d.width) for r in records])
+
+        self._train_sample = {"records": records, "image": torch.stack([transform(load_image(r.path)) for r in records]),
+                              "structure": maps(0), "angles": angles,
+                              "structures": torch.stack([maps(a) for a in angles])}
+        return self._train_sample
+
+    @torch.no_grad()
+    def view_recognition(self, batch_size: int = 16) -> Dict[str, float]:
+        """Does the identity encoder recognise the generated views? Needs no true views, so it works on
+        any dataset (real Market-1501 too): the cosine of Eid(x) and Eid(G(x, s_angle)) in eval mode.
+
+        On :meth:`train_sample`: ``novel`` (mean over the images and the training angles, the eval-mode
+        twin of the ``view_cos`` loss entry of stage 3), ``novel_<deg>`` per angle, ``recon`` (the 0°
+        reconstruction), and two baselines: ``mirror`` (the mirrored input: what a view the encoder
+        certainly recognises scores) and ``other`` (another image of the sample, half the sample
+        away: a stranger, as a rule). The view-invariant losses of stage 3 pull Eid(x) towards Eid(x'_new);
+        with ``novel`` near ``other`` they pull each person towards strangers (docs/results.md, Market).
+        """
+        sample = self.train_sample()
+        if not sample:
+            return {}
+        eid, gen = self.encoder, self.models["generator"]
+        x_all, angles = sample["image"], sample["angles"]
+        n = len(x_all)
+        sums = {k: 0.0 for k in ["recon", "mirror", *[f"novel_{a}" for a in angles]]}
+        feats = []
+
+        def cos(a, b):
+            return float(F.cosine_similarity(a.float(), b.float()).sum())
+
+        with self.eval_models(), self.autocast():
+            for lo in range(0, n, batch_size):
+                x = x_all[lo:lo + batch_size].to(self.device)
+                out = eid(x)
+                f, parts = out.embedding, out.parts
+                feats.append(f.float().cpu())
+                sums["mirror"] += cos(f, eid(x.flip(-1)).embedding)
+                s0 = sample["structure"][lo:lo + batch_size].to(self.device)
+                sums["recon"] += cos(f, eid(gen.decode(gen.encode_structure(s0), parts)).embedding)
+                for a_i, angle in enumerate(angles):
+                    s = sample["structures"][a_i, lo:lo + batch_size].to(self.device)
+                    sums[f"novel_{angle}"] += cos(f, eid(gen.decode(gen.encode_structure(s), parts)).embedding)
+        f = torch.cat(feats)
+        out = {k: v / n for k, v in sums.items()}
+        out["novel"] = float(np.mean([out[f"novel_{a}"] for a in angles]))
+        out["other"] = cos(f, f.roll(n // 2, 0)) / n
+        out["images"] = n
         return out
 
     # -- checkpoint state ---------------------------------------------------------------------------------

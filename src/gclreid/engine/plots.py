@@ -13,6 +13,8 @@ panel per kind of data the run has, and only those:
 - ``cluster_quality``: NMI / ARI / purity of the clusters against the true identities (analysis only);
 - ``generation``: GCL's novel-view SSIM against the true views, with the 0° reconstruction and the
   copy-the-input baseline; DG-Net's SSIM diversity;
+- ``view_cos``: GCL's cosine between the identity features of fixed training images and of their
+  generated views, with the mirrored-input and another-image baselines;
 - ``lr``: learning rate per epoch, when the records carry it (``"lr"``: a number or ``{optimiser: lr}``).
 
 The reading is forgiving — an empty file, a run killed while writing its last line, non-finite
@@ -267,6 +269,17 @@ def _generation_panel(records: Sequence[Dict]) -> Optional[Panel]:
     return Panel("generation", title, "SSIM", series) if series else None
 
 
+def _view_cos_panel(records: Sequence[Dict]) -> Optional[Panel]:
+    wanted = (("novel", "novel views", dict(color="C0", linewidth=2)),
+              ("recon", "0° reconstruction", dict(color="C2")),
+              ("mirror", "mirrored input (baseline)", dict(color="grey", linestyle=":")),
+              ("other", "another image (baseline)", dict(color="C3", linestyle=":")))
+    series = [s for s in (_series(records, lambda r, k=k: _dict_at(r, "view_cos")[k], label, **style)
+                          for k, label, style in wanted) if s]
+    return Panel("view_cos", "GCL: cos(Eid(x), Eid(generated view))", "cosine", series,
+                 ylim=(-1.02, 1.02)) if series else None
+
+
 def _lr_panel(records: Sequence[Dict]) -> Optional[Panel]:
     series = []
     if any(_number(r.get("lr")) is not None for r in records):
@@ -283,7 +296,7 @@ def _lr_panel(records: Sequence[Dict]) -> Optional[Panel]:
 
 
 PANEL_BUILDERS = (_eval_panel, _loss_panel, _accuracy_panel, _cluster_panel, _cluster_quality_panel,
-                  _generation_panel, _lr_panel)
+                  _generation_panel, _view_cos_panel, _lr_panel)
 
 
 def training_panels(records: Sequence[Dict]) -> List[Panel]:
