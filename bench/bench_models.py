@@ -4,7 +4,8 @@ Measures, in one run and on the current device:
   * Eid inference throughput (eval, no grad) at the paper configuration (ResNet-50, last stride 1,
     256×128) and the CPU setting (ResNet-18, 128×64), contiguous vs channels-last memory format;
   * the cost of last stride 1 relative to last stride 2 (4× larger layer4 map);
-  * one training step (forward + backward of the embedding) per batch;
+  * one training step (forward + backward of the embedding) per batch, in float32 and under bf16
+    autocast (what train.amp does on CUDA and train.amp_cpu on the CPU);
   * MobileNetV2 (always channels-last inside) against its contiguous variant, eval and train step,
     at 128×64 (the CPU Market-1501 runs) and 256×128;
   * loading a ResNet-50 ImageNet file in torchvision format (generated here, random values) relative
@@ -61,14 +62,18 @@ def bench_inference(arch, last_stride, size, batch, device, channels_last, repea
     return time_call(run, device, repeats)
 
 
-def bench_train_step(arch, size, batch, device, repeats):
+def bench_train_step(arch, size, batch, device, repeats, bf16=False):
+    """Forward + backward of the embedding and part features; `bf16`: under bf16 autocast (train.amp /
+    train.amp_cpu)."""
     model = IdentityEncoder(arch, last_stride=1).to(device).train()
     x = torch.randn(batch, 3, *size, device=device)
 
     def run():
         model.zero_grad(set_to_none=True)
-        out = model(x)
-        (out.embedding.pow(2).mean() + out.flat_parts().pow(2).mean()).backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+            loss = out.embedding.float().pow(2).mean() + out.flat_parts().float().pow(2).mean()
+        loss.backward()
     return time_call(run, device, repeats)
 
 
@@ -139,8 +144,11 @@ def main() -> int:
         results[f"{arch}_channels_last_speedup"] = round(cont / last, 3)
         results[f"{arch}_last_stride1_over_2_time"] = round(cont / s2, 3)
     train_batch = 16 if device.type == "cuda" else 4
-    add(f"train step resnet50 256x128 s1 batch {train_batch}",
-        bench_train_step("resnet50", (256, 128), train_batch, device, repeats), train_batch)
+    fp32 = add(f"train step resnet50 256x128 s1 batch {train_batch}",
+               bench_train_step("resnet50", (256, 128), train_batch, device, repeats), train_batch)
+    bf16 = add(f"train step resnet50 256x128 s1 batch {train_batch} bf16 autocast",
+               bench_train_step("resnet50", (256, 128), train_batch, device, repeats, bf16=True), train_batch)
+    results["resnet50_bf16_train_speedup"] = round(fp32 / bf16, 3)
     mb_batch = 64 if device.type == "cuda" else (16 if args.quick else 32)
     for size in ((128, 64), (256, 128)):
         tag = f"mobilenet_v2 {size[0]}x{size[1]} s1 batch {mb_batch}"
@@ -154,6 +162,9 @@ def main() -> int:
                                                                         repeats), mb_batch))
         results[f"mobilenet_v2_{size[0]}x{size[1]}_channels_last_train_speedup"] = round(
             times["contiguous"][1] / times["channels_last"][1], 3)
+        bf16 = add(f"train step {tag} bf16 autocast", bench_train_step("mobilenet_v2", size, mb_batch, device,
+                                                                      repeats, bf16=True), mb_batch)
+        results[f"mobilenet_v2_{size[0]}x{size[1]}_bf16_train_speedup"] = round(times["channels_last"][1] / bf16, 3)
     build, load = bench_weight_loading(repeats)
     add("build resnet50 (random init)", build)
     add("load resnet50 ImageNet file (torchvision format)", load)

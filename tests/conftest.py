@@ -89,3 +89,22 @@ def add_body_structures(root: Path, height: int, width: int, seed: int = 0) -> P
 @pytest.fixture
 def stripe_people(tmp_path):
     return make_stripe_people(tmp_path / "people")
+
+
+class ConvDtypes:
+    """``with ConvDtypes() as convs:`` records in ``convs.seen`` the output dtype of every Conv2d forward
+    with gradients on (training steps) while active: a global module hook."""
+
+    def __enter__(self):
+        import torch
+        self.seen = set()
+
+        def hook(module, args, output):
+            if isinstance(module, torch.nn.Conv2d) and torch.is_grad_enabled():
+                self.seen.add(output.dtype)
+
+        self.handle = torch.nn.modules.module.register_module_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()

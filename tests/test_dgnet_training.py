@@ -19,7 +19,7 @@ from gclreid.errors import CheckpointError, DatasetError
 from gclreid.losses import to_gray
 from gclreid.models import build_identity_encoder
 
-from conftest import TINY_GENERATOR, make_stripe_people
+from conftest import TINY_GENERATOR, ConvDtypes, make_stripe_people
 
 H, W = 64, 32
 TRAIN_IDS = 6
@@ -274,3 +274,14 @@ def test_clear_errors(people, teacher, tmp_path):
         build(f"dgnet.teacher={tmp_path / 'missing.pt'}")
     with pytest.raises(ConfigError, match="trained by the `supervised` method"):
         build("dgnet.teacher=''", "dgnet.teacher_config=tmp_base.yaml")
+
+
+def test_bf16_autocast_on_the_cpu_trains_every_term(people, teacher, tmp_path):
+    with ConvDtypes() as convs:
+        record = train(cfg_for(people, tmp_path / "bf16", f"dgnet.teacher={teacher}", "train.epochs=1",
+                               "train.iters_per_epoch=2", "train.amp_cpu=true"), progress=False)
+    assert torch.bfloat16 in convs.seen
+    assert {"adv", "img1", "id_gen", "prim", "d_total"} <= set(record["losses"])
+    assert all(np.isfinite(v) for v in record["losses"].values())
+    weights = read_checkpoint(tmp_path / "bf16" / "last.pt")["models"]["generator"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())

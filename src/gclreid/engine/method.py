@@ -118,9 +118,13 @@ class Method:
                         m.eval()
 
     def autocast(self):
-        """bf16 autocast on CUDA when train.amp is on; nothing on CPU."""
-        if self.device.type == "cuda" and self.cfg.train.amp:
+        """bf16 autocast: on CUDA when ``train.amp`` is on, on the CPU when ``train.amp_cpu`` is; else nothing.
+        Weights, optimiser states and memory banks stay float32 either way."""
+        t = self.cfg.train
+        if self.device.type == "cuda" and t.amp:
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.device.type == "cpu" and t.amp_cpu:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def optimise(self, loss: torch.Tensor, optimizers: Iterable[str] = ()) -> None:

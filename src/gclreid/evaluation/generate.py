@@ -18,12 +18,12 @@ writes those images so that ``gclreid fid DIR/real DIR/<folder>`` can score them
 Both write ``DIR/real/<stem>.png`` (the inputs resized to the training size, exactly what the model
 saw) and ``DIR/generate.json``. The networks are built from the checkpoint's own config (plus
 ``key=value`` overrides, e.g. ``data.root=`` when the data moved) and run in eval mode without
-gradients, in batches, under the method's autocast (bf16 on CUDA when ``train.amp``; pass
-``train.amp=false`` for float32). Only the networks that generate are built: GCL's identity encoder
-and generator, DG-Net's appearance encoder and generator — not the discriminator, optimisers, memory
-bank or DG-Net's teacher (which ``build_method`` would train when its file is missing). They are put
-in an instance of the method's own class, so structure paths, autocast and eval modes are the
-training code's (``tests/test_generate.py`` checks the images against ``GCL.generate`` and
+gradients, in batches, under the method's autocast (bf16 on CUDA when ``train.amp``, on the CPU
+when ``train.amp_cpu``; pass ``train.amp=false`` for float32 on CUDA). Only the networks that generate
+are built: GCL's identity encoder and generator, DG-Net's appearance encoder and generator — not
+the discriminator, optimisers, memory bank or DG-Net's teacher (which ``build_method`` would train
+when its file is missing). They are put in an instance of the method's own class, so structure
+paths, autocast and eval modes are the training code's (``tests/test_generate.py`` checks the images against ``GCL.generate`` and
 ``DGNet.swap_matrix`` of a method built the normal way).
 """
 from __future__ import annotations
@@ -375,7 +375,7 @@ def generate_images(checkpoint: os.PathLike, out: os.PathLike, split: str = "que
         "checkpoint": str(checkpoint), "method": name, "epoch": int(payload.get("epoch", 0)),
         "dataset": cfg.data.name, "root": str(cfg.data.root), "split": split, "split_images": len(records),
         "count_requested": count, "images": len(chosen), "image_size": [int(cfg.data.height), int(cfg.data.width)],
-        "device": str(method.device), "autocast_bf16": method.device.type == "cuda" and bool(cfg.train.amp),
+        "device": str(method.device), "autocast_bf16": isinstance(method.autocast(), torch.autocast),
     }
     workers = int(cfg.data.workers)
     if name == "gcl":
