@@ -122,6 +122,9 @@ def test_gcl_angles_missing_maps_and_output_folder_checks(people, gcl_run, tmp_p
     with pytest.raises(DatasetError, match=str(partial / "test" / "render_45")):
         generate_images(ckpt, tmp_path / "b", angles=[45, 90], overrides=over)
     report = generate_images(ckpt, tmp_path / "c", angles=[0, 180], count=2)
+    assert report["autocast_bf16"] is False  # float32 on the CPU unless train.amp_cpu
+    bf16 = generate_images(ckpt, tmp_path / "bf16", angles=[180], count=2, overrides=["train.amp_cpu=true"])
+    assert bf16["autocast_bf16"] is True and bf16["files"] == {"real": 2, "180": 2}
     assert report["angles"] == [0, 180] and sorted(p.name for p in (tmp_path / "c").iterdir()) == \
         ["0", "180", "generate.json", "real"]
     with pytest.raises(GenerateError, match="--angles 30"):
