@@ -2,7 +2,9 @@
 
 MediaPipe 0.10.14 ships the BlazePose detector and the *full* landmark model (``model_complexity=1``)
 inside its wheel; the lite and heavy pose models are not in it (MediaPipe would download them at
-run time, which an offline machine cannot), so only the full model is used. The wheel also has the
+run time, which an offline machine cannot), so only the full model is used (the heavy one, from the
+npm package ``@mediapipe/pose``, was measured on the labelled crops: it fails on the same crops,
+docs/structures.md "Fourth round"). The wheel also has the
 short- and full-range face detectors; tried as a front/back cue they did not help (see
 :mod:`gclreid.structures.landmarks`) and are not run. It
 pins ``protobuf<5`` and pulls jax and OpenCV, so it is kept out of the core environment: this file
