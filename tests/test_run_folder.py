@@ -10,7 +10,7 @@ import torch
 
 from gclreid.checkpoint import read_checkpoint, save_checkpoint
 from gclreid.cli import main
-from gclreid.config import load_config
+from gclreid.config import ConfigError, load_config
 from gclreid.data import build_dataset
 from gclreid.engine import train
 from gclreid.engine.runfolder import RunLock
@@ -123,6 +123,12 @@ def test_resume_of_another_runs_checkpoint_into_a_folder_holding_a_run_is_refuse
     backup = tmp_path / "backup.pt"
     backup.write_bytes((finished / "last.pt").read_bytes())
     assert main(args(people, finished, "train.epochs=2", "--resume", str(backup))) == 0
+    assert [json.loads(x)["epoch"] for x in (finished / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_followed_by_an_override_trains_longer(finished, people):
+    # `--resume train.epochs=2` (as in the help): the override is not taken for the checkpoint path
+    assert main(["train", f"data.root={people}", f"run.out={finished}", *SUP, "--resume", "train.epochs=2"]) == 0
     assert [json.loads(x)["epoch"] for x in (finished / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
@@ -246,6 +252,24 @@ def test_camera_free_folder_dataset_evaluates_and_trains_through_all_epochs(peop
     lines = [json.loads(x) for x in (tmp_path / "cc" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and all("eval" in r for r in lines)
     assert 0 < record["eval"]["mAP"] <= 1
+
+
+@pytest.mark.parametrize("method", ["cluster_contrast", "gcl"])
+def test_camera_aware_clustering_without_cameras_is_refused_before_any_work(people, tmp_path, method):
+    cfg = load_config(None, [f"data.root={people}", f"run.out={tmp_path / 'cc'}", *SUP[1:], "data.name=folder",
+                             f"train.method={method}", "gcl.stage=3", "cluster.camera_normalize=true"])
+    cfg.data.options = CAMERA_FREE
+    started = []
+    from gclreid.engine import common
+    original = common.train_features
+    common.train_features = lambda *a, **k: started.append(1) or original(*a, **k)
+    try:
+        n = len(build_dataset("folder", people, **CAMERA_FREE).train)
+        with pytest.raises(ConfigError, match=rf"cluster.camera_normalize needs camera ids, but {n} of {n} .*pattern"):
+            train(cfg, progress=False)
+    finally:
+        common.train_features = original
+    assert not started  # refused when the method is built, before the first feature extraction
 
 
 def test_without_cameras_only_the_query_image_itself_is_excluded(people):

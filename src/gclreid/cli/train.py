@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--resume", nargs="?", const="last", default=None, metavar="CHECKPOINT",
                    help="resume from CHECKPOINT, or from <run.out>/last.pt when no path is given (an error "
-                        "when there is none)")
+                        "when there is none); a KEY=VALUE right after --resume is an override, not a path")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in a run.out that already holds one; its files are replaced once the "
                         "new run writes its first checkpoint")
@@ -46,9 +46,20 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     logging.getLogger("gclreid").warning("warning: %s", str(message).replace("\n", " "))
 
 
+def _is_override(value: str) -> bool:
+    """KEY=VALUE with a dotted-identifier key (a checkpoint path is never taken for one: it exists, or
+    its part before '=' is not such a key)."""
+    key = value.split("=", 1)[0]
+    return "=" in value and not os.path.exists(value) and all(part.isidentifier() for part in key.split("."))
+
+
 def run(args: argparse.Namespace) -> int:
     from ..engine.loop import train
     from ..errors import GclreidError
+    if args.resume not in (None, "last") and _is_override(args.resume):
+        # `--resume train.epochs=80`: argparse took the override for the optional CHECKPOINT
+        args.overrides.insert(0, args.resume)
+        args.resume = "last"
     if args.allow_changes and not args.resume:
         raise GclreidError("--allow-changes applies to a resumed run; add --resume (or drop --allow-changes)")
     cfg = config_from_args(args)

@@ -103,6 +103,16 @@ def train_features(encoder: nn.Module, records: Sequence, cfg, device: torch.dev
     return distributed.all_gather_shards(features)
 
 
+def check_cameras_for_clustering(cfg, cameras) -> None:
+    """cluster.camera_normalize needs a camera id for every training image; the methods that cluster call
+    this when they are built, so that a dataset without cameras is refused before any work."""
+    if cfg.cluster.camera_normalize and len(cameras) and min(cameras) < 0:
+        missing = sum(1 for c in cameras if c < 0)
+        raise ConfigError(f"cluster.camera_normalize needs camera ids, but {missing} of {len(cameras)} training "
+                          "images have none (camid -1: e.g. a folder dataset without a camera pattern); give the "
+                          "pattern (data.options.pattern) or set cluster.camera_normalize=false")
+
+
 def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] = (), epoch: int = 0,
                          cameras: Sequence[int] = (), device=None) -> Tuple[np.ndarray, Dict[str, float]]:
     """DBSCAN on the k-reciprocal Jaccard distance → (labels, statistics).
@@ -125,9 +135,7 @@ def update_pseudo_labels(features: torch.Tensor, cfg, true_pids: Sequence[int] =
     if c.camera_normalize and len(cameras) != len(features):
         raise ConfigError(f"cluster.camera_normalize needs one camera id per image; got {len(cameras)} for "
                           f"{len(features)} images")
-    if c.camera_normalize and min(cameras) < 0:
-        raise ConfigError("cluster.camera_normalize needs camera ids, but some training images have none "
-                          "(camid -1); turn it off for this dataset")
+    check_cameras_for_clustering(cfg, cameras)
     log.info("clustering %d training images (k-reciprocal Jaccard distance, k1=%d k2=%d, DBSCAN)", len(features),
              c.k1, c.k2)
     started = time.monotonic()

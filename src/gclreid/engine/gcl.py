@@ -46,7 +46,8 @@ from ..models import build_discriminator, build_generator, flatten_parts
 from ..structures import ANGLES, structure_path
 from ..structures.layout import structure_split
 from . import distributed
-from .common import build_encoder, forward_chunks, running_stats_frozen, train_features, update_pseudo_labels
+from .common import (build_encoder, check_cameras_for_clustering, forward_chunks, running_stats_frozen, train_features,
+                     update_pseudo_labels)
 from .data import Limited, usable_train_records
 from .method import Method, register_method
 from .optim import build_optimizer, fix_lr_factor, lr_factor
@@ -100,6 +101,8 @@ class GCL(Method):
                               "does not exist (SynthReID writes them under <data.root>/views/ unless made with "
                               "--no-views; other datasets have none): use gcl.views=generated, flip or input")
         self.records = usable_train_records(dataset, cfg)
+        if g.stage == 3:  # stage 3 clusters the memory bank
+            check_cameras_for_clustering(cfg, [r.camid for r in self.records])
         encoder = build_encoder(cfg, device)
         generator = build_generator(cfg.generator, encoder.part_dim).to(device)
         discriminator = build_discriminator(cfg.generator).to(device)

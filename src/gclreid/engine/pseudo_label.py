@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import distributed
-from .common import build_encoder, train_features, update_pseudo_labels
+from .common import build_encoder, check_cameras_for_clustering, train_features, update_pseudo_labels
 from .data import usable_train_records
 from .method import Method
 from .optim import build_optimizer
@@ -17,6 +17,7 @@ class PseudoLabelMethod(Method):
     def __init__(self, cfg, dataset, device):
         super().__init__(cfg, dataset, device)
         self.records = usable_train_records(dataset, cfg)
+        check_cameras_for_clustering(cfg, [r.camid for r in self.records])
         encoder = build_encoder(cfg, device)
         self.models = {"identity_encoder": encoder}
         self.optimizers = {"identity_encoder": build_optimizer([encoder], cfg.optim, cfg.train.batch_size)}
