@@ -145,3 +145,30 @@ def test_an_empty_override_empties_a_text_setting():
     assert cfg.gcl.init == "" and cfg.train.init == "runs/x/last.pt"
     with pytest.raises(ConfigError, match="train.epochs="):
         load_config(None, ["train.epochs="])  # not text: still an error naming the override
+
+
+def test_a_key_repeated_in_a_yaml_file_is_an_error_not_a_silent_loss(tmp_path):
+    # PyYAML keeps the last copy: the first `train:` block (epochs, method) would vanish without a word
+    f = tmp_path / "twice.yaml"
+    f.write_text("train:\n  epochs: 10\n  method: tmp\noptim:\n  lr: 0.01\ntrain:\n  batch_size: 32\n")
+    with pytest.raises(ConfigError, match=r"twice.yaml is not valid YAML: key 'train' appears twice .*line 1.*line 6") as info:
+        load_config(f)
+    assert "\n" not in str(info.value)  # one line, where PyYAML's own message quotes the text over several
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  epochs: 10\n  epochs: 20\n")
+    with pytest.raises(ConfigError, match="key 'epochs' appears twice"):
+        load_config(nested)
+
+
+def test_bad_base_entries_and_unparsable_override_values_are_config_errors(tmp_path):
+    f = tmp_path / "b.yaml"
+    f.write_text("_base_: [5]\n")
+    with pytest.raises(ConfigError, match=r"b.yaml: _base_ must be a file name or a list of file names, got \[5\]"):
+        load_config(f)
+    for override in (r"data.options.pattern=[0-9]+_c(?P<camid>\d)", "data.options.x={a"):
+        with pytest.raises(ConfigError, match="its value is not valid YAML .*quote it") as info:
+            load_config(None, [override])
+        assert "\n" not in str(info.value)
+    # quoted, the same pattern is a string
+    cfg = load_config(None, [r"data.options.pattern='[0-9]+_c(?P<camid>\d)'"])
+    assert cfg.data.options.pattern == r"[0-9]+_c(?P<camid>\d)"

@@ -1,11 +1,13 @@
 """The generic `folder` reader: file-name patterns, CSV, optional cameras, unlabeled mode, bad input."""
 import io
+import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from gclreid.data import build_dataset
+from gclreid.config import load_config
+from gclreid.data import build_dataset, dataset_from_config
 from gclreid.errors import DatasetError
 
 
@@ -140,3 +142,51 @@ def test_csv_bad_input(tmp_path):
     (tmp_path / "l.csv").write_text("path,split\na.png,gallery\n")
     with pytest.raises(DatasetError, match="unlabeled mode reads training images only"):
         build_dataset("folder", tmp_path, csv="l.csv", unlabeled=True)
+
+
+def test_csv_with_utf8_bom(tmp_path):
+    # Excel's "CSV UTF-8" starts the file with a byte-order mark
+    write(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "l.csv").write_bytes("path,pid,camid\na.png,1,0\nb.png,2,1\n".encode("utf-8-sig"))
+    ds = build_dataset("folder", tmp_path, csv="l.csv")
+    assert [(r.relpath, r.pid, r.camid) for r in ds.train] == [("a.png", 1, 0), ("b.png", 2, 1)]
+
+
+def test_integer_cameras_compared_by_value(tmp_path):
+    # pandas writes 1.0 when the camid column has gaps; 01 and 1 are the same camera too
+    write(tmp_path, ["a.png", "b.png", "c.png", "d.png", "e.png"])
+    (tmp_path / "l.csv").write_text("path,pid,camid\na.png,1,1.0\nb.png,01,1\nc.png,2,\nd.png,2,2.0\ne.png,3,02\n")
+    ds = build_dataset("folder", tmp_path, csv="l.csv")
+    assert ds.camera_names == ["1", "2"]
+    assert [(r.pid, r.camid) for r in ds.train] == [(1, 0), (1, 0), (2, -1), (2, 1), (3, 1)]
+    assert ds.stats()["train"] == {"images": 5, "ids": 3, "cams": 2}
+    write(tmp_path / "p" / "train", ["0001_c01_a.png", "0001_c1_b.png", "0002_c10_a.png"])
+    ds = build_dataset("folder", tmp_path / "p")
+    assert ds.camera_names == ["1", "10"] and [r.camid for r in ds.train] == [0, 0, 1]
+    (tmp_path / "l.csv").write_text("path,pid,camid\na.png,1,1.5\n")
+    with pytest.raises(DatasetError, match=r"l.csv line 2: camera '1.5' is a number but not an integer"):
+        build_dataset("folder", tmp_path, csv="l.csv")
+    write(tmp_path / "q" / "train", ["0001_c1.5_a.png"])
+    with pytest.raises(DatasetError, match=r"0001_c1.5_a.png: camera '1.5' is a number but not an integer"):
+        build_dataset("folder", tmp_path / "q", pattern=r"(?P<pid>\d+)_c(?P<camid>[\d.]+)_")
+
+
+def test_str_options_given_as_numbers(tmp_path):
+    # YAML reads `train_dir: 2019` as an int and `csv: 001` as 1
+    write(tmp_path / "2019", ["0001_c1_a.png"])
+    ds = build_dataset("folder", tmp_path, train_dir=2019)
+    assert ds.split_dirs["train"] == "2019" and len(ds.train) == 1
+    write(tmp_path, ["a.png"])
+    (tmp_path / "1").write_text("path,pid\na.png,4\n")
+    assert [r.pid for r in build_dataset("folder", tmp_path, csv=1).train] == [4]
+    assert [r.pid for r in build_dataset("folder", tmp_path, csv=tmp_path / "1").train] == [4]  # a Path is fine
+    for key, value in (("train_dir", ["a"]), ("pattern", {"a": 1}), ("train_dir", False)):
+        message = f"option {key}={value!r} for dataset 'folder': expected a string, got {type(value).__name__}"
+        with pytest.raises(DatasetError, match=re.escape(message)):
+            build_dataset("folder", tmp_path, **{key: value})
+
+
+def test_str_option_from_config_override(tmp_path):
+    write(tmp_path / "2019", ["0001_c1_a.png"])
+    cfg = load_config(overrides=[f"data.root={tmp_path}", "data.name=folder", "data.options.train_dir=2019"])
+    assert dataset_from_config(cfg.data).split_dirs["train"] == "2019"

@@ -324,6 +324,29 @@ def _resolve_base(name: str, relative_to: Path) -> Path:
                       + ", ".join(str(p) for p in candidates))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key repeated in one mapping (PyYAML keeps the last copy silently, so a
+    second `train:` block would drop every setting of the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first at line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (PyYAML's message spans several lines with the text quoted)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
+
+
 def _read_yaml_with_bases(path: Path, seen: Sequence[Path] = ()) -> List[Dict[str, Any]]:
     """Return the chain of YAML dicts to merge, bases first."""
     return [data for _, data in _read_yaml_chain(path, seen)]
@@ -337,14 +360,16 @@ def _read_yaml_chain(path: Path, seen: Sequence[Path] = ()) -> List[Tuple[Path, 
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_reason(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level, got {type(data).__name__}")
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config file {path}: _base_ must be a file name or a list of file names, got {bases!r}")
     chain: List[Tuple[Path, Dict[str, Any]]] = []
     for base in bases:
         chain += _read_yaml_chain(_resolve_base(base, path.parent), (*seen, path))
@@ -381,6 +406,9 @@ def load_config(path: Optional[os.PathLike] = None, overrides: Sequence[str] = (
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
         except OmegaConfBaseException as exc:
             raise ConfigError(f"override {override!r} does not fit the config schema: {_omegaconf_reason(exc)}") from None
+        except yaml.YAMLError as exc:  # the value is read as YAML: `[0-9]+_c…` or `{…` is not a valid one
+            raise ConfigError(f"override {override!r}: its value is not valid YAML ({_yaml_reason(exc)}); quote it, e.g. "
+                              f"{key}=\"'{value}'\" in a shell") from None
     OmegaConf.set_readonly(cfg, False)
     return cfg
 
@@ -408,8 +436,9 @@ GD_SCHEDULES = ("paper", "official_current_torch", "official_torch12")
 VIEW_POSITIVES = ("generated", "true_view", "flip", "input")
 
 
-def validate_config(cfg) -> List[str]:
-    """Check the values a training run needs before any work starts (data loading, feature extraction).
+def validate_config(cfg, evaluation_only: bool = False) -> List[str]:
+    """Check the values a training run needs before any work starts (data loading, feature extraction);
+    with `evaluation_only`, only those an evaluation or embedding needs (data size, ``eval.*``, device).
 
     Raises :class:`ConfigError` naming every bad value in one line; returns warnings (values that are
     allowed but very likely wrong, e.g. Adam with lr > 0.1) for the caller to log."""
@@ -442,77 +471,78 @@ def validate_config(cfg) -> List[str]:
             problems.append(f"{key}={value!r} is not one of {', '.join(allowed)}")
 
     d, t, o, e, c, r = cfg.data, cfg.train, cfg.optim, cfg.eval, cfg.cluster, cfg.run
-    method = t.method
     number("data.height", d.height, minimum=1)
     number("data.width", d.width, minimum=1)
     number("data.workers", d.workers, minimum=0)
-    number("data.val_identities", d.val_identities, minimum=0)
-    number("train.epochs", t.epochs, minimum=1)
-    number("train.batch_size", t.batch_size, minimum=1)
-    number("train.iters_per_epoch", t.iters_per_epoch, minimum=0)
-    number("train.num_instances", t.num_instances, minimum=0)
-    number("train.bn_batch_size", t.bn_batch_size, minimum=0)
-    if t.sync_bn and isinstance(t.bn_batch_size, int) and t.bn_batch_size > 0:
-        problems.append(f"train.sync_bn=true normalises over the whole global batch, train.bn_batch_size="
-                        f"{t.bn_batch_size} over chunks of it: set one of them")
-    if t.sync_bn and t.freeze_bn:
-        problems.append("train.sync_bn=true and train.freeze_bn=true: frozen BatchNorm has no batch statistics to "
-                        "synchronise; set one of them")
-    number("run.dist_timeout", r.dist_timeout, above=0)
-    number("train.log_every", t.log_every, minimum=1)
-    number("train.eval_every", t.eval_every, minimum=0)
-    number("train.max_grad_norm", t.max_grad_norm, minimum=0)
-    number("train.max_weight_norm", t.max_weight_norm, minimum=0)
-    number("train.temperature", t.temperature, above=0)
-    if (method in _SAMPLER_METHODS and t.num_instances > 0 and t.batch_size >= 1
-            and (t.batch_size < t.num_instances or t.batch_size % t.num_instances)):
-        problems.append(f"train.batch_size={t.batch_size} must be a multiple of train.num_instances={t.num_instances} "
-                        "(batches are P identities x K=num_instances images; num_instances=0 shuffles plainly)")
-    choice("optim.name", o.name, ("sgd", "adam", "lars"))
-    choice("optim.schedule", o.schedule, ("step", "cosine", "constant"))
-    lr("optim.lr", o.lr)
-    if o.name == "adam" and isinstance(o.lr, (int, float)) and ADAM_WARN_LR < o.lr <= MAX_LR:
-        warnings_.append(f"optim.lr={o.lr} is very large for Adam (its steps are about lr per weight); expect "
-                         "divergence (the run stops if it diverges)")
-    number("optim.lr_batch_scale", o.lr_batch_scale, minimum=0)
-    number("optim.weight_decay", o.weight_decay, minimum=0)
-    number("optim.momentum", o.momentum, minimum=0, maximum=1)
-    if o.nesterov is True and o.name != "sgd":
-        problems.append(f"optim.nesterov=true needs optim.name=sgd (got {o.name!r})")
-    elif o.nesterov is True and isinstance(o.momentum, (int, float)) and not o.momentum > 0:
-        problems.append(f"optim.nesterov=true needs optim.momentum > 0 (got {o.momentum})")
-    if o.nesterov is True and method == "dgnet":
-        warnings_.append("optim.nesterov is ignored by train.method=dgnet: its appearance encoder's SGD follows "
-                         "dgnet.nesterov")
-    number("optim.gamma", o.gamma, above=0)
-    number("optim.warmup_epochs", o.warmup_epochs, minimum=0)
     number("eval.batch_size", e.batch_size, minimum=1)
     number("eval.max_rank", e.max_rank, minimum=1)
     number("eval.query_chunk", e.query_chunk, minimum=1)
-    if method in _CLUSTER_METHODS:
-        number("cluster.k1", c.k1, minimum=1)
-        number("cluster.k2", c.k2, minimum=1)
-        number("cluster.min_samples", c.min_samples, minimum=1)
-        number("cluster.eps", c.eps, minimum=0)
-        if c.eps == 0:
-            number("cluster.rho", c.rho, above=0, maximum=1)
-        number("cluster.instance_epochs", c.instance_epochs, minimum=0)
-        choice("cluster.outliers", c.outliers, ("drop", "single"))
-    if method == "gcl":
-        lr("gcl.lr_g", cfg.gcl.lr_g)
-        lr("gcl.lr_d", cfg.gcl.lr_d)
-        choice("gcl.gd_schedule", cfg.gcl.gd_schedule, GD_SCHEDULES)
-        choice("gcl.views", cfg.gcl.views, VIEW_POSITIVES)
-        if cfg.gcl.gd_schedule == "official_torch12" and o.schedule == "cosine":
-            problems.append("gcl.gd_schedule=official_torch12 reproduces a MultiStepLR: it needs optim.schedule=step "
-                            "or constant, not cosine")
-    if method == "dgnet":
-        lr("dgnet.lr_g", cfg.dgnet.lr_g)
-        lr("dgnet.lr_d", cfg.dgnet.lr_d)
-        number("dgnet.head_lr_mult", cfg.dgnet.head_lr_mult, above=0)
-    for key, value, user in (("gcl.init", cfg.gcl.init, "gcl"), ("dgnet.teacher", cfg.dgnet.teacher, "dgnet")):
-        if value and method != user:
-            warnings_.append(f"{key}={value} is ignored: train.method={method} does not use it (only {user} does)")
+    if not evaluation_only:
+        method = t.method
+        number("data.val_identities", d.val_identities, minimum=0)
+        number("train.epochs", t.epochs, minimum=1)
+        number("train.batch_size", t.batch_size, minimum=1)
+        number("train.iters_per_epoch", t.iters_per_epoch, minimum=0)
+        number("train.num_instances", t.num_instances, minimum=0)
+        number("train.bn_batch_size", t.bn_batch_size, minimum=0)
+        if t.sync_bn and isinstance(t.bn_batch_size, int) and t.bn_batch_size > 0:
+            problems.append(f"train.sync_bn=true normalises over the whole global batch, train.bn_batch_size="
+                            f"{t.bn_batch_size} over chunks of it: set one of them")
+        if t.sync_bn and t.freeze_bn:
+            problems.append("train.sync_bn=true and train.freeze_bn=true: frozen BatchNorm has no batch statistics to "
+                            "synchronise; set one of them")
+        number("run.dist_timeout", r.dist_timeout, above=0)
+        number("train.log_every", t.log_every, minimum=1)
+        number("train.eval_every", t.eval_every, minimum=0)
+        number("train.max_grad_norm", t.max_grad_norm, minimum=0)
+        number("train.max_weight_norm", t.max_weight_norm, minimum=0)
+        number("train.temperature", t.temperature, above=0)
+        if (method in _SAMPLER_METHODS and t.num_instances > 0 and t.batch_size >= 1
+                and (t.batch_size < t.num_instances or t.batch_size % t.num_instances)):
+            problems.append(f"train.batch_size={t.batch_size} must be a multiple of train.num_instances={t.num_instances} "
+                            "(batches are P identities x K=num_instances images; num_instances=0 shuffles plainly)")
+        choice("optim.name", o.name, ("sgd", "adam", "lars"))
+        choice("optim.schedule", o.schedule, ("step", "cosine", "constant"))
+        lr("optim.lr", o.lr)
+        if o.name == "adam" and isinstance(o.lr, (int, float)) and ADAM_WARN_LR < o.lr <= MAX_LR:
+            warnings_.append(f"optim.lr={o.lr} is very large for Adam (its steps are about lr per weight); expect "
+                             "divergence (the run stops if it diverges)")
+        number("optim.lr_batch_scale", o.lr_batch_scale, minimum=0)
+        number("optim.weight_decay", o.weight_decay, minimum=0)
+        number("optim.momentum", o.momentum, minimum=0, maximum=1)
+        if o.nesterov is True and o.name != "sgd":
+            problems.append(f"optim.nesterov=true needs optim.name=sgd (got {o.name!r})")
+        elif o.nesterov is True and isinstance(o.momentum, (int, float)) and not o.momentum > 0:
+            problems.append(f"optim.nesterov=true needs optim.momentum > 0 (got {o.momentum})")
+        if o.nesterov is True and method == "dgnet":
+            warnings_.append("optim.nesterov is ignored by train.method=dgnet: its appearance encoder's SGD follows "
+                             "dgnet.nesterov")
+        number("optim.gamma", o.gamma, above=0)
+        number("optim.warmup_epochs", o.warmup_epochs, minimum=0)
+        if method in _CLUSTER_METHODS:
+            number("cluster.k1", c.k1, minimum=1)
+            number("cluster.k2", c.k2, minimum=1)
+            number("cluster.min_samples", c.min_samples, minimum=1)
+            number("cluster.eps", c.eps, minimum=0)
+            if c.eps == 0:
+                number("cluster.rho", c.rho, above=0, maximum=1)
+            number("cluster.instance_epochs", c.instance_epochs, minimum=0)
+            choice("cluster.outliers", c.outliers, ("drop", "single"))
+        if method == "gcl":
+            lr("gcl.lr_g", cfg.gcl.lr_g)
+            lr("gcl.lr_d", cfg.gcl.lr_d)
+            choice("gcl.gd_schedule", cfg.gcl.gd_schedule, GD_SCHEDULES)
+            choice("gcl.views", cfg.gcl.views, VIEW_POSITIVES)
+            if cfg.gcl.gd_schedule == "official_torch12" and o.schedule == "cosine":
+                problems.append("gcl.gd_schedule=official_torch12 reproduces a MultiStepLR: it needs optim.schedule=step "
+                                "or constant, not cosine")
+        if method == "dgnet":
+            lr("dgnet.lr_g", cfg.dgnet.lr_g)
+            lr("dgnet.lr_d", cfg.dgnet.lr_d)
+            number("dgnet.head_lr_mult", cfg.dgnet.head_lr_mult, above=0)
+        for key, value, user in (("gcl.init", cfg.gcl.init, "gcl"), ("dgnet.teacher", cfg.dgnet.teacher, "dgnet")):
+            if value and method != user:
+                warnings_.append(f"{key}={value} is ignored: train.method={method} does not use it (only {user} does)")
     device = str(r.device)
     if device != "auto":
         import torch

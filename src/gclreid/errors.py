@@ -48,6 +48,11 @@ class WeightsNotFoundError(GclreidError, FileNotFoundError):
     """Pretrained weights that are not on disk (nothing is downloaded at run time)."""
 
 
+class EvaluationError(GclreidError, ValueError):
+    """An evaluation that cannot give a number: no query has a valid match in the gallery, or features
+    that are not finite (a model whose weights or BatchNorm statistics are NaN/Inf)."""
+
+
 class RunFolderError(GclreidError):
     """A run folder (``run.out``) that a training run may not write into as asked: it holds another run
     (without ``--resume`` / ``--overwrite``), a resume whose config differs from the checkpoint's, a

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import save_config
+from ..config import save_config, validate_config
 from .common import add_config_arguments, config_from_args
 
 
@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         model, cfg, _ = encoder_from_checkpoint(args.checkpoint, cfg, args.model_key, args.overrides)
     else:
         model = build_identity_encoder(cfg.model)
+    validate_config(cfg, evaluation_only=True)  # eval.*, image size, device: refused before any work
     device = resolve_device(cfg.run.device)
     # Always the released query/gallery (test split): a checkpoint's data.val_identities (the validation
     # split used during its training) is ignored here (for_training=False).

@@ -9,7 +9,8 @@ Unlabeled mode: only training images (``<root>/train/`` if present, else everyth
 ``root``); pid is -1, cameras come from ``pattern``'s ``camid`` group or the CSV when given.
 
 Camera values may be any integers or names; they are relabelled to 0..C-1 in sorted order over
-all splits (numbers numerically), so 0-based, 1-based and sparse numberings all work.
+all splits (numbers numerically), so 0-based, 1-based and sparse numberings all work. Integers are
+compared by value: ``1``, ``01`` and ``1.0`` are one camera.
 Negative pids are junk and dropped (as Market-1501's -1), counted in ``dataset.dropped``.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv as csvlib
 import os
 import re
+from decimal import Decimal
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import DatasetError
@@ -24,6 +26,7 @@ from .records import SPLITS, ImageRecord, ReIDDataset, find_images
 from .registry import register_dataset
 
 DEFAULT_PATTERN = r"(?P<pid>-?\d+)_c(?P<camid>\d+)"
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
 
 # (relpath, raw pid or None, raw camera or None, path) per split, before cameras are relabelled.
 _Raw = Tuple[str, Optional[int], Optional[str], str]
@@ -40,7 +43,7 @@ class FolderDataset(ReIDDataset):
         self.csv = csv
         self.unlabeled_mode = unlabeled
         self.split_dirs = {"train": train_dir, "query": query_dir, "gallery": gallery_dir}
-        self.camera_names: List[str] = []  # camid -> the camera value in the file name / CSV
+        self.camera_names: List[str] = []  # camid -> the camera value in the file name / CSV (integers as "1", not "01")
         super().__init__(root)
 
     def load(self) -> Tuple[List[ImageRecord], List[ImageRecord], List[ImageRecord]]:
@@ -114,15 +117,14 @@ class FolderDataset(ReIDDataset):
         pid = None
         if not self.unlabeled_mode:
             pid = _parse_pid(groups["pid"], path)
-        cam = groups.get("camid")
-        return relpath, pid, cam, path
+        return relpath, pid, _parse_camera(groups.get("camid"), path), path
 
     # -- CSV mode -----------------------------------------------------------------------------
     def _read_csv(self) -> Dict[str, List[_Raw]]:
         path = self.csv if os.path.isabs(self.csv) else os.path.join(self.root, self.csv)
         if not os.path.isfile(path):
             raise DatasetError(f"folder: CSV file {path} does not exist")
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: Excel writes a BOM
             reader = csvlib.DictReader(handle)
             columns = {c.strip().lower(): c for c in (reader.fieldnames or [])}
             needed = ["path"] if self.unlabeled_mode else ["path", "pid"]
@@ -147,7 +149,8 @@ class FolderDataset(ReIDDataset):
                 if not os.path.isfile(image):
                     absent.append(image)
                 pid = None if self.unlabeled_mode else _parse_pid(cell["pid"], where)
-                raw.setdefault(split, []).append((relpath, pid, cell.get("camid") or None, os.path.abspath(image)))
+                cam = _parse_camera(cell.get("camid") or None, where)
+                raw.setdefault(split, []).append((relpath, pid, cam, os.path.abspath(image)))
         if absent:
             raise DatasetError(f"folder: {len(absent)} images listed in {path} do not exist, e.g. {', '.join(absent[:3])}")
         if not raw.get("train"):
@@ -166,3 +169,14 @@ def _parse_pid(text: Optional[str], where: str) -> int:
     if text is None or not _is_int(text.strip()):
         raise DatasetError(f"folder: {where}: identity {text!r} is not an integer")
     return int(text)
+
+
+def _parse_camera(text: Optional[str], where: str) -> Optional[str]:
+    """A camera name, or an integer in canonical form: ``01`` and ``1.0`` (pandas writes floats when a
+    column has gaps) must not be cameras apart from ``1``."""
+    if text is None or not _NUMBER.fullmatch(text):
+        return text
+    value = Decimal(text)
+    if value != value.to_integral_value():
+        raise DatasetError(f"folder: {where}: camera {text!r} is a number but not an integer")
+    return str(int(value))

@@ -66,7 +66,8 @@ def dataset_options(cls: Type[ReIDDataset]) -> Dict[str, inspect.Parameter]:
 
 def build_dataset(name: str, root: os.PathLike, **options: Any) -> ReIDDataset:
     """Read dataset ``name`` under ``root``. String option values (from the command line) are
-    converted to the type the reader's ``__init__`` annotates (bool, int, float, optional)."""
+    converted to the type the reader's ``__init__`` annotates (bool, int, float, optional); numbers
+    given for a ``str`` option (YAML ``train_dir: 2019``) become strings."""
     cls = get_dataset_class(name)
     accepted = dataset_options(cls)
     takes_any = any(p.kind == p.VAR_KEYWORD for p in accepted.values())
@@ -79,7 +80,10 @@ def build_dataset(name: str, root: os.PathLike, **options: Any) -> ReIDDataset:
         if key not in accepted and not takes_any:
             names = ", ".join(k for k, p in accepted.items() if p.kind != p.VAR_KEYWORD) or "none"
             raise DatasetError(f"unknown option {key!r} for dataset {cls.name!r}; accepted options: {names}")
-        converted[key] = _convert(cls.name, key, value, hints.get(key)) if isinstance(value, str) else value
+        if isinstance(value, str):
+            converted[key] = _convert(cls.name, key, value, hints.get(key))
+        else:
+            converted[key] = _convert_to_str(cls.name, key, value, hints.get(key))
     return cls(root, **converted)
 
 
@@ -127,3 +131,20 @@ def _convert(dataset: str, key: str, value: str, hint: Any) -> Any:
         except ValueError:
             raise DatasetError(f"option {key}={value!r} for dataset {dataset!r}: expected {hint.__name__}") from None
     return value
+
+
+def _is_str_hint(hint: Any) -> bool:
+    if typing.get_origin(hint) is typing.Union:  # Optional[str]
+        return [a for a in typing.get_args(hint) if a is not type(None)] == [str]
+    return hint is str
+
+
+def _convert_to_str(dataset: str, key: str, value: Any, hint: Any) -> Any:
+    """A non-string value for a ``str`` option: YAML reads ``train_dir: 2019`` as an int (and ``001``
+    as 1, which cannot be undone), so numbers become their text; a path is kept; anything else is an error."""
+    if value is None or isinstance(value, os.PathLike) or not _is_str_hint(hint):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise DatasetError(f"option {key}={value!r} for dataset {dataset!r}: expected a string, "
+                       f"got {type(value).__name__} (quote the value in YAML)")

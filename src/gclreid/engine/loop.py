@@ -116,7 +116,7 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ER
 
 def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
     from ..data import dataset_from_config
-    from ..evaluation.pipeline import evaluate_model
+    from ..evaluation.pipeline import evaluate_model, valid_query_count
 
     out = plan.out
     ckpt_path = out / "last.pt"
@@ -168,6 +168,10 @@ def _train(cfg, plan, dataset, progress: bool, device) -> Dict[str, Any]:
         return records[-1] if records else {}
     logger = RunLogger(out, enable_tensorboard=distributed.is_main(), purge_step=step if plan.same_run else None)
     evaluable = bool(dataset.query) and bool(dataset.gallery)
+    if evaluable and valid_query_count(dataset) == 0:
+        log.warning("no query of %s has a valid match in its gallery (same identity, another camera): training "
+                    "runs without evaluation", dataset.name)
+        evaluable = False
     # Taken from the dataset, not the config, so a dataset passed in (DG-Net's teacher) is labelled right.
     validation = getattr(dataset, "validation", None)
     eval_split = "val" if validation else "test"

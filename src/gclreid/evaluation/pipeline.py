@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import DataLoader
 
-from ..errors import CheckpointError, DatasetError
+from ..errors import CheckpointError, DatasetError, EvaluationError
 from ..progress import format_seconds, is_quiet as progress_quiet
 
 
@@ -64,7 +64,24 @@ def encoder_from_checkpoint(path, cfg, model_key: Optional[str] = None, override
     else:
         encoder = build_identity_encoder(cfg.model)
     load_model_state(encoder, models[key], source=f"model {key!r} in {path}")
+    bad = [name for name, t in (*encoder.named_parameters(), *encoder.named_buffers())
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: model {key!r} has weights or BatchNorm statistics that are not "
+                              f"finite (NaN/Inf) in {len(bad)} tensors ({', '.join(bad[:3])}{', …' if len(bad) > 3 else ''}): "
+                              "it would embed every image as NaN; use an earlier checkpoint of the run")
     return encoder.eval(), cfg, key
+
+
+def valid_query_count(dataset) -> int:
+    """How many queries of `dataset` have a valid match in its gallery — an image of the same identity,
+    not from the query's camera (unknown cameras, camid < 0, never count as the same) and not the query
+    image itself — the rule of :func:`evaluate_ranking`, from the labels alone (no features needed)."""
+    by_pid: Dict[int, list] = {}
+    for g in dataset.gallery:
+        by_pid.setdefault(g.pid, []).append(g)
+    return sum(1 for q in dataset.query
+               if any(g.path != q.path and not (q.camid >= 0 and g.camid == q.camid) for g in by_pid.get(q.pid, ())))
 
 
 def _is_encoder_state(state) -> bool:
@@ -92,6 +109,10 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
     if not dataset.query or not dataset.gallery:
         raise DatasetError(f"dataset {dataset.name!r} at {dataset.root} has no query/gallery split to evaluate "
                            f"(query {len(dataset.query)}, gallery {len(dataset.gallery)} images)")
+    if valid_query_count(dataset) == 0:
+        raise EvaluationError(f"dataset {dataset.name!r} at {dataset.root}: none of its {len(dataset.query)} queries "
+                              "has a valid match in the gallery (an image of the same identity from another camera), "
+                              "so there is nothing to rank; check the identities and cameras of query and gallery")
     transform = build_test_transform(data_cfg)
 
     def say(text: str) -> None:
@@ -111,6 +132,11 @@ def evaluate_model(model: torch.nn.Module, dataset, data_cfg, eval_cfg, device: 
 
     qf, q_pids, q_camids, q_records = features_of(dataset.query, "query")
     gf, g_pids, g_camids, g_records = features_of(dataset.gallery, "gallery")
+    not_finite = [f"{int((~torch.isfinite(f)).any(1).sum())} of {len(f)} {split}"
+                  for f, split in ((qf, "query"), (gf, "gallery")) if not torch.isfinite(f).all()]
+    if not_finite:
+        raise EvaluationError(f"the features of {' and '.join(not_finite)} images are not finite (NaN/Inf): the "
+                              "model's weights or BatchNorm statistics are not finite")
     started = time.monotonic()
     if eval_cfg.rerank:
         from .rerank import re_ranking
