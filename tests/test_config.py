@@ -172,3 +172,11 @@ def test_bad_base_entries_and_unparsable_override_values_are_config_errors(tmp_p
     # quoted, the same pattern is a string
     cfg = load_config(None, [r"data.options.pattern='[0-9]+_c(?P<camid>\d)'"])
     assert cfg.data.options.pattern == r"[0-9]+_c(?P<camid>\d)"
+
+
+def test_gcl_angles_must_name_novel_views():
+    from gclreid.config import validate_config
+    for bad in ("[]", "[0,90]", "[45,360]"):
+        with pytest.raises(ConfigError, match=r"gcl.angles=.* must be a non-empty list of whole degrees in 1..359"):
+            validate_config(load_config(None, ["train.method=gcl", f"gcl.angles={bad}"]))
+    assert validate_config(load_config(None, ["train.method=gcl", "gcl.angles=[45,90]"])) == []

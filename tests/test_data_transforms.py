@@ -160,3 +160,26 @@ def test_bad_transform_config():
         build_train_transform(DataConfig(transforms=TransformConfig(erasing_fill="zeros")))
     with pytest.raises(ConfigError, match="hue=0.7"):
         build_train_transform(DataConfig(transforms=TransformConfig(color_jitter_p=1.0, hue=0.7)))
+
+
+def test_random_resized_crop_covers_the_asked_area_and_aspect():
+    from gclreid.data.transforms import RandomResizedCrop
+    img = gradient_image(64, 128)  # red = x, green = y: the output's extremes say which box was cut
+    random.seed(0)
+    for scale, ratio in (((0.25, 0.25), (1.0, 1.0)), ((0.64, 1.0), (3 / 4, 4 / 3))):
+        crop = RandomResizedCrop(scale, ratio)
+        for _ in range(20):
+            out = np.asarray(crop(img), dtype=np.float64)
+            assert out.shape == (128, 64, 3)
+            # box width/height from the red (x) and green (y) ranges, in pixels of the input
+            bw = (out[..., 0].max() - out[..., 0].min()) / 255 * 63 + 1
+            bh = (out[..., 1].max() - out[..., 1].min()) / 255 * 127 + 1
+            area = bw * bh / (64 * 128)
+            assert scale[0] - 0.06 <= area <= scale[1] + 0.04, (scale, area)
+            aspect = (bw / bh) / (64 / 128)  # relative to the image's own
+            assert ratio[0] - 0.12 <= aspect <= ratio[1] + 0.12, (ratio, aspect)
+    # the whole image when nothing is cut: scale 1 and the image's own aspect
+    assert np.array_equal(np.asarray(RandomResizedCrop((1, 1), (1, 1))(img)), np.asarray(img))
+    for bad in ((0.5,), (0.0, 1.0), (0.8, 0.5), (0.5, 1.2)):
+        with pytest.raises(ConfigError, match="random resized crop"):
+            RandomResizedCrop(bad)

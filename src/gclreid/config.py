@@ -533,6 +533,11 @@ def validate_config(cfg, evaluation_only: bool = False) -> List[str]:
             lr("gcl.lr_d", cfg.gcl.lr_d)
             choice("gcl.gd_schedule", cfg.gcl.gd_schedule, GD_SCHEDULES)
             choice("gcl.views", cfg.gcl.views, VIEW_POSITIVES)
+            angles = list(cfg.gcl.angles)
+            if not angles or not all(isinstance(a, int) and not isinstance(a, bool) and 0 < a < 360 for a in angles):
+                # 0 (or 360) would be the original view's map: the "novel" view would not be novel
+                problems.append(f"gcl.angles={angles} must be a non-empty list of whole degrees in 1..359 (the "
+                                "structure maps are made at 45, 90, ..., 315)")
             if cfg.gcl.gd_schedule == "official_torch12" and o.schedule == "cosine":
                 problems.append("gcl.gd_schedule=official_torch12 reproduces a MultiStepLR: it needs optim.schedule=step "
                                 "or constant, not cosine")

@@ -89,9 +89,9 @@ class RandomResizedCrop:
     (bicubic) — TMP's "random patch resized to 256×128". Falls back to the whole image after 10 tries."""
 
     def __init__(self, scale: Sequence[float] = (0.64, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3)) -> None:
-        if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
+        if len(scale) != 2 or len(ratio) != 2 or not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
             raise ConfigError(f"random resized crop scale={list(scale)} ratio={list(ratio)}; expected "
-                              "0 < min <= max <= 1 and 0 < ratio min <= max")
+                              "[min, max] pairs with 0 < min <= max <= 1 and 0 < ratio min <= max")
         self.scale, self.ratio = tuple(scale), tuple(ratio)
 
     def __call__(self, img: Image.Image) -> Image.Image:
