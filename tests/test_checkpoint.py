@@ -229,3 +229,34 @@ def test_checkpoint_with_foreign_objects_is_refused_with_a_conversion_hint(tmp_p
                               "(it needs argparse.Namespace)")
     assert "weights_only=False" in message and "docs/safety.md" in message and "\n" not in message
     assert isinstance(info.value, CheckpointError)  # callers that catch CheckpointError still do
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"models": None}, "its 'models' is a NoneType, not a dict"),
+    ({"config": ["train"]}, "its 'config' is a list, not a dict"),
+    ({"models": {"m": [1, 2]}}, "model 'm' is a list, not a state dict"),
+    ({"version": "one"}, "its format version is 'one', not an integer"),
+    ({"version": 1.5}, "its format version is 1.5, not an integer"),
+    ("models", "it has no 'models' entry"),
+    ("config", "it has no 'config' entry"),
+])
+def test_damaged_checkpoint_fields_are_named(change, named, tmp_path):
+    payload = read_checkpoint(save_checkpoint(tmp_path / "good.pt", models={"m": nn.Linear(2, 2)}))
+    if isinstance(change, str):
+        del payload[change]
+    else:
+        payload.update(change)
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path / 'bad.pt'} is damaged: {named}"):
+        read_checkpoint(tmp_path / "bad.pt")
+
+
+def test_a_folder_is_not_a_checkpoint_and_its_last_pt_is_named(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match=f"checkpoint {run} is a folder, not a file.*holds no last.pt"):
+        read_checkpoint(run)
+    save_checkpoint(run / "last.pt", models={"m": nn.Linear(2, 2)})
+    with pytest.raises(CheckpointError, match=f"checkpoint {run} is a folder, not a file: give its last.pt "
+                                              rf"\({run / 'last.pt'}\)"):
+        read_checkpoint(run)

@@ -361,3 +361,43 @@ def test_gcl_init_must_be_a_gcl_run_and_unused_inits_are_warned_about(finished, 
     warnings = validate_config(cfg_of(people, finished, f"gcl.init={finished / 'last.pt'}", "dgnet.teacher=t.pt"))
     assert any("gcl.init" in w and "ignored" in w for w in warnings)
     assert any("dgnet.teacher" in w and "ignored" in w for w in warnings)
+
+
+# -- damaged metrics.jsonl, a folder as --checkpoint -----------------------------------------------------
+
+def test_a_half_written_last_metrics_line_is_dropped_on_resume(finished, people, caplog):
+    metrics = finished / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"epoch": 2, "losses": {"ce": 1.2')  # disk full mid-append
+    with caplog.at_level(logging.WARNING, logger="gclreid"):
+        assert main(args(people, finished, "train.epochs=2", "--resume")) == 0
+    assert any(str(metrics) in r.getMessage() and "damaged last line 2" in r.getMessage() for r in caplog.records)
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2]
+
+
+def test_trim_metrics_rewrites_the_file_without_a_damaged_last_line(tmp_path):
+    from gclreid.engine.logger import read_metrics, trim_metrics
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert read_metrics(metrics) == [{"epoch": 1}, {"epoch": 2}]
+    trim_metrics(metrics, 2)
+    assert metrics.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_a_damaged_metrics_line_before_the_last_is_one_line_error(finished, people, capsys):
+    metrics = finished / "metrics.jsonl"
+    metrics.write_text("{not json\n" + metrics.read_text())
+    before = snapshot(finished)
+    assert main(args(people, finished, "train.epochs=2", "--resume")) == 2
+    err = err_line(capsys)
+    assert str(metrics) in err and "line 1 " in err
+    assert snapshot(finished) == before
+
+
+@pytest.mark.parametrize("command", ["evaluate", "embed"])
+def test_a_run_folder_given_as_checkpoint_names_its_last_pt(command, finished, people, tmp_path, capsys):
+    extra = (["--dataset", "market1501", "--root", str(people)] if command == "evaluate"
+             else ["--images", str(people), "--out", str(tmp_path / "f.npz")])
+    capsys.readouterr()
+    assert main([command, "--checkpoint", str(finished), *extra]) == 2
+    err = err_line(capsys)
+    assert f"{finished} is a folder" in err and f"give its last.pt ({finished / 'last.pt'})" in err

@@ -169,18 +169,42 @@ def safe_load(path: os.PathLike, what: str = "checkpoint", map_location: Any = "
         raise CheckpointError(f"{what} {path} could not be read ({type(exc).__name__}: {exc})") from exc
 
 
-def read_checkpoint(path: os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Read (with :func:`safe_load`) and validate a checkpoint file without applying it."""
+def read_checkpoint(path: os.PathLike, map_location: Any = "cpu", *,
+                    allow_other: bool = False) -> Optional[Dict[str, Any]]:
+    """Read (with :func:`safe_load`) and validate a checkpoint file without applying it.
+
+    `allow_other`: return None for a readable file that is not a gclreid checkpoint (e.g. a plain state
+    dict) instead of raising."""
     path = Path(path)
+    if path.is_dir():
+        hint = (f"give its last.pt ({path / 'last.pt'})" if (path / "last.pt").is_file()
+                else "give a checkpoint file (a run folder's last.pt); it holds no last.pt")
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file: {hint}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     payload = safe_load(path, "checkpoint", map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        if allow_other:
+            return None
         raise CheckpointError(f"{path} is not a gclreid checkpoint (no 'format: {FORMAT}' entry); "
                               "to load a plain state dict use gclreid.checkpoint.load_model_state()")
-    if int(payload.get("version", 0)) > VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {payload['version']}, newer than the "
+    version = payload.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"checkpoint {path} is damaged: its format version is {version!r}, not an integer")
+    if version > VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {version}, newer than the "
                               f"version {VERSION} this gclreid reads; upgrade gclreid")
+    # What every reader of a checkpoint relies on (save_checkpoint always writes both).
+    for key in ("models", "config"):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint {path} is damaged: it has no {key!r} entry")
+        if not isinstance(payload[key], dict):
+            raise CheckpointError(f"checkpoint {path} is damaged: its {key!r} is a {type(payload[key]).__name__}, "
+                                  "not a dict")
+    for name, state in payload["models"].items():
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {path} is damaged: model {name!r} is a {type(state).__name__}, "
+                                  "not a state dict")
     return payload
 
 

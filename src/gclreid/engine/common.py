@@ -13,7 +13,7 @@ from torch import nn
 
 from ..checkpoint import load_model_state, read_checkpoint
 from ..config import ConfigError
-from ..errors import CheckpointError, UnsafeFileError
+from ..errors import CheckpointError
 from ..models import build_identity_encoder, map_official_eid_state, read_state_dict
 from ..progress import format_seconds
 
@@ -33,19 +33,21 @@ def init_encoder(encoder: nn.Module, path: str, key: str = "identity_encoder") -
     """Load a gclreid checkpoint's model `key`, or a plain/official ResNet state dict, into `encoder`.
 
     gclreid checkpoints must fit exactly. A plain state dict (e.g. an external warm-up model) is
-    mapped to our names; every key that did not load is reported, never silently dropped.
+    mapped to our names; every key that did not load is reported, never silently dropped, and a file of
+    which no tensor fits the encoder is an error.
     """
-    try:
-        payload = read_checkpoint(path)
-    except UnsafeFileError:
-        raise  # the same safe load follows for a state dict: say it once, as about a checkpoint
-    except CheckpointError:
-        payload = None
+    # A damaged gclreid checkpoint is an error of its own, not read again as a plain state dict.
+    payload = read_checkpoint(path, allow_other=True)
     if payload is not None:
         if key not in payload["models"]:
             raise CheckpointError(f"checkpoint {path} has no model {key!r}; it holds {sorted(payload['models'])}")
         return load_model_state(encoder, payload["models"][key], source=f"model {key!r} in {path}")
-    mapped, dropped = map_official_eid_state(read_state_dict(path))
+    state = read_state_dict(path)
+    mapped, dropped = map_official_eid_state(state)
+    own = encoder.state_dict()
+    if not any(k in own for k in mapped):
+        raise CheckpointError(f"state dict {path} does not fit {type(encoder).__name__}: none of its {len(state)} "
+                              f"tensors matches an encoder parameter (file: {_some(state)}; expected: {_some(own)})")
     report = load_model_state(encoder, mapped, source=f"state dict {path}", strict=False)
     report["dropped"] = list(dropped)
     if report["missing"]:
@@ -54,6 +56,11 @@ def init_encoder(encoder: nn.Module, path: str, key: str = "identity_encoder") -
     if report["unexpected"] or dropped:
         log.warning("%s: keys not used: %s", path, ", ".join((list(dropped) + report["unexpected"])[:8]))
     return report
+
+
+def _some(keys, n: int = 4) -> str:
+    keys = list(keys)
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
 
 
 def forward_chunks(model: nn.Module, images: torch.Tensor, bn_batch_size: int):

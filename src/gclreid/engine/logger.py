@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from ..errors import TrainingDivergedError
+from ..errors import RunFolderError, TrainingDivergedError
 from ..progress import format_seconds
 
 log = logging.getLogger("gclreid")
@@ -157,8 +157,26 @@ def flatten_scalars(values: Dict, prefix: str = "") -> Dict[str, float]:
 
 
 def read_metrics(path: Path) -> list:
+    """The records of metrics.jsonl ([] when there is none). A damaged last line is the partial write of
+    an interrupted append (e.g. disk full): it is dropped with a warning. A damaged line before it is a
+    RunFolderError."""
     path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    if not path.is_file():
+        return []
+    lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    records = []
+    for i, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif i == len(lines) - 1:
+            log.warning("%s: dropped its damaged last line %d (an interrupted write)", path, number)
+        else:
+            raise RunFolderError(f"{path}: line {number} is not a JSON record; fix or delete that line")
+    return records
 
 
 def trim_metrics(path: Path, keep_epochs: int) -> None:
