@@ -401,3 +401,8 @@ def test_a_run_folder_given_as_checkpoint_names_its_last_pt(command, finished, p
     assert main([command, "--checkpoint", str(finished), *extra]) == 2
     err = err_line(capsys)
     assert f"{finished} is a folder" in err and f"give its last.pt ({finished / 'last.pt'})" in err
+
+
+def test_resume_given_a_run_folder_names_its_last_pt(finished, people, capsys):
+    assert main(args(people, finished, "train.epochs=2", "--resume", str(finished))) == 2
+    assert f"is a folder, not a file: give its last.pt ({finished / 'last.pt'})" in err_line(capsys)

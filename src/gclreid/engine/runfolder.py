@@ -230,7 +230,7 @@ def plan_run(cfg, resume: Optional[str], overwrite: bool, allow_changes: bool, m
     plan = RunPlan(out)
     if resume:
         path = Path(resume)
-        if not path.is_file():
+        if not path.exists():
             raise CheckpointError(f"--resume {path}: checkpoint does not exist")
         payload = read_checkpoint(path, map_location=map_location)
         saved = payload.get("config") or {}
