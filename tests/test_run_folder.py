@@ -406,3 +406,16 @@ def test_a_run_folder_given_as_checkpoint_names_its_last_pt(command, finished, p
 def test_resume_given_a_run_folder_names_its_last_pt(finished, people, capsys):
     assert main(args(people, finished, "train.epochs=2", "--resume", str(finished))) == 2
     assert f"is a folder, not a file: give its last.pt ({finished / 'last.pt'})" in err_line(capsys)
+
+
+def test_resume_on_other_training_images_is_refused_naming_both_counts(people, tmp_path, capsys):
+    from conftest import make_stripe_people
+    cc = ["train.method=cluster_contrast", "cluster.eps=0.6", "cluster.k1=10", "cluster.k2=3"]
+    out = tmp_path / "cc"
+    train(cfg_of(people, out, "train.epochs=1", *cc), progress=False)
+    other = make_stripe_people(tmp_path / "other", train_ids=5)
+    # data.root may change on resume (moved data) without --allow-changes, the training images may not
+    assert main(args(other, out, "train.epochs=2", *cc, "--resume")) == 2
+    n = len(build_dataset("market1501", people).train)
+    m = len(build_dataset("market1501", other).train)
+    assert f"the checkpoint holds state for {n} training images, but the dataset at {other} has {m}" in err_line(capsys)

@@ -679,7 +679,7 @@ class GCL(Method):
         return state
 
     def load_state(self, state):
-        self.labels = np.asarray(state.get("labels", self.labels))
+        self.labels = self.check_per_image_state(state.get("labels", self.labels), self.records)
         self.memory_ready = bool(state.get("memory_ready", False))
         self.iteration = int(state.get("iteration", 0))
         if self.contrast is not None and "memory" in state:

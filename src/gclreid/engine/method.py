@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Dict, Iterable, Type
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -93,6 +94,17 @@ class Method:
 
     def load_state(self, state: dict) -> None:
         pass
+
+    def check_per_image_state(self, labels, records) -> np.ndarray:
+        """Per-image state of a checkpoint (pseudo labels, memory rows) must match this run's training
+        images one to one: `data.root` may change on resume (moved data), the images may not."""
+        labels = np.asarray(labels)
+        if len(labels) != len(records):
+            from ..errors import CheckpointError
+            raise CheckpointError(f"the checkpoint holds state for {len(labels)} training images, but the dataset at "
+                                  f"{self.cfg.data.root} has {len(records)}: a resumed run needs the same training "
+                                  "images (data.root may only point to the same data moved elsewhere)")
+        return labels
 
     @contextlib.contextmanager
     def eval_models(self):

@@ -36,4 +36,4 @@ class PseudoLabelMethod(Method):
         return {"labels": self.labels}
 
     def load_state(self, state):
-        self.labels = np.asarray(state.get("labels", self.labels))
+        self.labels = self.check_per_image_state(state.get("labels", self.labels), self.records)
