@@ -233,6 +233,21 @@ def test_exploding_weights_count_as_divergence(people, tmp_path):
     assert not (tmp_path / "big" / "last.pt").exists()
 
 
+def test_non_finite_batchnorm_statistics_count_as_divergence(people, tmp_path, monkeypatch):
+    from gclreid.engine.supervised import Supervised
+    real = Supervised.step
+
+    def poison(self, batch):  # what a step with an overflowing activation leaves behind
+        losses = real(self, batch)
+        self.encoder.feat_bn.running_var.fill_(float("inf"))
+        return losses
+
+    monkeypatch.setattr(Supervised, "step", poison)
+    with pytest.raises(TrainingDivergedError, match=r"buffer identity_encoder\.\S+ \(a BatchNorm running statistic\) is not finite"):
+        train(cfg_of(people, tmp_path / "bn", "train.epochs=1"), progress=False)
+    assert not (tmp_path / "bn" / "last.pt").exists()
+
+
 # -- camera-free data -----------------------------------------------------------------------------------
 
 CAMERA_FREE = {"pattern": r"^(?P<pid>\d+)_", "train_dir": "bounding_box_train", "gallery_dir": "bounding_box_test"}

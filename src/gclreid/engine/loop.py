@@ -287,8 +287,9 @@ def _save_epoch(plan, cfg, method, logger, record, ckpt_path: Path, epoch: int, 
 
 def check_weights(models: Dict[str, Any], max_norm: float) -> None:
     """Raise TrainingDivergedError when a parameter is not finite or (max_norm > 0) its L2 norm exceeds
-    max_norm: exploding weights are divergence even while the losses still look finite. One device
-    synchronisation for all parameters."""
+    max_norm, or a floating-point buffer (BatchNorm running statistics) is not finite: exploding weights
+    are divergence even while the losses still look finite. One device synchronisation each for the
+    parameters and the buffers."""
     import torch
     named = [(name, p) for name, p in iter_parameters(models)]
     if not named:
@@ -302,6 +303,13 @@ def check_weights(models: Dict[str, Any], max_norm: float) -> None:
         value = float(norms[i])
         what = "is not finite" if not math.isfinite(value) else f"has norm {value:.3g} > train.max_weight_norm={max_norm:g}"
         raise TrainingDivergedError(f"the weights exploded: parameter {named[i][0]} {what}")
+    # BatchNorm running statistics are not parameters but the test features use them
+    buffers = [(f"{m}.{n}", b) for m, model in models.items() for n, b in model.named_buffers() if b.is_floating_point()]
+    if buffers:
+        finite = torch.stack([torch.isfinite(b).all() for _, b in buffers])
+        if not bool(finite.all()):
+            raise TrainingDivergedError(f"the weights exploded: buffer {buffers[int((~finite).nonzero()[0])][0]} "
+                                        "(a BatchNorm running statistic) is not finite")
 
 
 def _diverged_message(exc: Exception, plan, cfg, good, epoch: int, epochs: int, step: int) -> str:
