@@ -193,3 +193,17 @@ def test_contact_sheet_is_a_grid_with_status_on_every_cell(synth_root, tmp_path)
     # Caption text is drawn under the images (bright pixels on the dark band below each cell).
     band = sheet[128 + 4:128 + 4 + 30, 4:cell_w]
     assert (band.max(-1) > 150).sum() > 50
+
+
+def test_query_and_gallery_images_sharing_a_file_name_are_refused(tmp_path, capsys):
+    # query and gallery maps share test/: a folder dataset reusing a file name would get one map for two images
+    for split, colour in (("query", (200, 0, 0)), ("gallery", (0, 0, 200)), ("train", (0, 200, 0))):
+        (tmp_path / "d" / split).mkdir(parents=True)
+        for name in ("0001_c1_a.jpg", "0001_c2_b.jpg") if split == "train" else ("0001_c1_x.jpg",):
+            Image.new("RGB", (32, 64), colour).save(tmp_path / "d" / split / name)
+    assert main(["structures", "--dataset", "folder", "--root", str(tmp_path / "d"), "--out", str(tmp_path / "s"),
+                 "--option", r"pattern=^(?P<pid>\d+)_c(?P<camid>\d)", "--option", "train_dir=train",
+                 "--estimator", "fallback", "--split", "test", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "would share one structure map" in err and "0001_c1_x.jpg" in err
+    assert not list((tmp_path / "s").rglob("*.jpg"))

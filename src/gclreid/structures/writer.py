@@ -25,6 +25,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import DatasetError
 from .layout import ANGLES, structure_path
 
 RECORDS = "structures.jsonl"
@@ -91,6 +92,18 @@ def _process(task) -> List[dict]:
     return done
 
 
+def _check_no_shared_map_paths(records: Sequence) -> None:
+    """Query and gallery share the layout's ``test/`` folder: two different images with one relative
+    path (a folder dataset whose query/ and gallery/ reuse a file name) would get one map."""
+    seen: Dict[Path, object] = {}
+    for r in records:
+        target = structure_path(".", r, 0)
+        first = seen.setdefault(target, r)
+        if first is not r and os.path.abspath(first.path) != os.path.abspath(r.path):
+            raise DatasetError(f"{first.path} and {r.path} would share one structure map ({target}): query and "
+                               "gallery maps live together under test/, so their file names must differ")
+
+
 def write_structures(records: Sequence, out: os.PathLike, source_factory: Callable, angles: Sequence[int] = ANGLES,
                      height: int = 128, width: int = 64, workers: int = 1, batch: int = 32, progress: bool = True,
                      contact_rows: int = 8, describe: Optional[str] = None) -> Dict:
@@ -101,6 +114,7 @@ def write_structures(records: Sequence, out: os.PathLike, source_factory: Callab
     """
     global _SOURCE
     out = Path(out)
+    _check_no_shared_map_paths(records)
     out.mkdir(parents=True, exist_ok=True)
     angles = tuple(angles)
     known = read_records(out)
