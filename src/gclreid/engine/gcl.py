@@ -455,7 +455,6 @@ class GCL(Method):
         if self._test_sample is not None:
             return self._test_sample
         from ..data import build_test_transform, denormalize, load_image
-        from ..structures.dataset import load_structure
         self._test_sample = {}
         query = list(self.dataset.query)
         if getattr(self.dataset, "validation", None):
@@ -463,10 +462,8 @@ class GCL(Method):
             query = [dataclasses.replace(r, split="train") for r in query]
         if not query:
             return self._test_sample
-        n = int(self.cfg.gcl.gen_eval_images)
-        picks = sorted(set(np.linspace(0, len(query) - 1, num=min(max(n, 1), len(query))).astype(int).tolist()))
         root = self.structure_root()
-        records = [query[i] for i in picks if structure_path(root, query[i], 0).is_file()]
+        records = [r for r in self._spread(query) if structure_path(root, r, 0).is_file()]
         if not records:
             return self._test_sample
         angles = [a for a in ANGLES if all(structure_path(root, r, a).is_file() for r in records)]
@@ -477,12 +474,8 @@ class GCL(Method):
             if len(view_angles) < len(angles):
                 log.warning("true views missing under %s for angles %s of the test sample; they are not scored",
                             views, sorted(set(angles) - set(view_angles)))
-        d = self.cfg.data
-        transform = build_test_transform(d)
-
-        def maps(angle):
-            return torch.stack([load_structure(structure_path(root, r, angle), d.height, d.width) for r in records])
-
+        transform = build_test_transform(self.cfg.data)
+        maps = functools.partial(self._stacked_maps, records)
         self._test_sample = {
             "records": records,
             "image": torch.stack([transform(load_image(r.path)) for r in records]),
@@ -495,6 +488,18 @@ class GCL(Method):
             if view_angles else None,
         }
         return self._test_sample
+
+    def _spread(self, records) -> list:
+        """`gcl.gen_eval_images` records spread evenly over `records` (each at most once)."""
+        n = min(max(int(self.cfg.gcl.gen_eval_images), 1), len(records))
+        return [records[i] for i in sorted(set(np.linspace(0, len(records) - 1, num=n).astype(int).tolist()))]
+
+    def _stacked_maps(self, records, angle: int) -> torch.Tensor:
+        """The structure maps of `records` at `angle`, B×1×H×W at the training size."""
+        from ..structures.dataset import load_structure
+        d = self.cfg.data
+        return torch.stack([load_structure(structure_path(self.structure_root(), r, angle), d.height, d.width)
+                            for r in records])
 
     def _view_path(self, record, angle: int) -> Path:
         return true_view_path(self.views_root(), record, angle)
@@ -609,23 +614,16 @@ class GCL(Method):
         if self._train_sample is not None:
             return self._train_sample
         from ..data import build_test_transform, load_image
-        from ..structures.dataset import load_structure
         self._train_sample = {}
-        root, n = self.structure_root(), int(self.cfg.gcl.gen_eval_images)
-        picks = sorted(set(np.linspace(0, len(self.records) - 1, num=min(max(n, 1), len(self.records))).astype(int)))
-        records = [self.records[i] for i in picks if structure_path(root, self.records[i], 0).is_file()]
+        root = self.structure_root()
+        records = [r for r in self._spread(self.records) if structure_path(root, r, 0).is_file()]
         angles = [a for a in self.cfg.gcl.angles if all(structure_path(root, r, a).is_file() for r in records)]
         if len(records) < 2 or not angles:
             return self._train_sample
-        d = self.cfg.data
-        transform = build_test_transform(d)
-
-        def maps(angle):
-            return torch.stack([load_structure(structure_path(root, r, angle), d.height, d.width) for r in records])
-
+        transform = build_test_transform(self.cfg.data)
         self._train_sample = {"records": records, "image": torch.stack([transform(load_image(r.path)) for r in records]),
-                              "structure": maps(0), "angles": angles,
-                              "structures": torch.stack([maps(a) for a in angles])}
+                              "structure": self._stacked_maps(records, 0), "angles": angles,
+                              "structures": torch.stack([self._stacked_maps(records, a) for a in angles])}
         return self._train_sample
 
     @torch.no_grad()
